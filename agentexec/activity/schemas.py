@@ -1,0 +1,59 @@
+"""What the activity API returns: plain pydantic models, safe to use after the session closes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from agentexec.activity.models import Status
+
+
+class ActivityLogView(BaseModel):
+    """One log row."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    message: str
+    status: Status
+    completion_percentage: int | None
+    created_at: datetime
+
+
+class ActivityDetail(BaseModel):
+    """A run with its whole log, oldest first."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    agent_id: uuid.UUID
+    agent_type: str
+    status: Status
+    latest_completion_percentage: int | None
+    created_at: datetime
+    updated_at: datetime
+    logs: list[ActivityLogView]
+
+
+class ActivityListItem(BaseModel):
+    """A run as one line of a list page."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    agent_id: uuid.UUID
+    agent_type: str
+    status: Status
+    latest_completion_percentage: int | None
+    latest_log: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ActivityPage(BaseModel):
+    """One page of runs, newest first."""
+
+    items: list[ActivityListItem]
+    total: int
+    page: int
+    page_size: int
+    pages: int

@@ -1,0 +1,211 @@
+"""Which database the activity tables live in, and the SQL that writes them.
+
+A `WorkerPool(engine=...)` binds the user's engine; otherwise the first write creates one
+from `DATABASE_URL`. Nothing connects until the first write or read.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agentexec.activity.models import Activity, ActivityLog, Status, utcnow
+from agentexec.config import get_settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """Make SQLite honour `ON DELETE CASCADE` and wait for a lock instead of failing at once.
+
+    Registered on every engine, the user's included, because the guide deletes activities
+    with raw SQL through its own engine and expects their logs to go with them.
+    """
+    module = type(dbapi_connection).__module__
+    if module.startswith(("sqlite3", "pysqlite2")):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def bind(engine: Engine | None = None, database_url: str | None = None) -> Engine:
+    """Make `engine` (or a new engine for `database_url`) the activity store of this process."""
+    global _engine
+    with _lock:
+        if engine is None:
+            engine = _create(database_url or get_settings().database_url)
+        _engine = engine
+        return engine
+
+
+def get_engine() -> Engine:
+    """The bound engine, creating one from `DATABASE_URL` on first use."""
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = _create(get_settings().database_url)
+    return _engine
+
+
+def reset_after_fork() -> None:
+    """Drop pooled connections inherited from the parent process; never close them."""
+    if _engine is not None:
+        _engine.dispose(close=False)
+
+
+def _create(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+            # WAL lets the web app read while a worker writes.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One step of one run, on its way to the log."""
+
+    agent_id: uuid.UUID
+    status: Status
+    message: str
+    percentage: int | None = None
+    agent_type: str | None = None
+    worker: str | None = None
+    created_at: Any = field(default_factory=utcnow)
+
+
+def _insert_for(conn: Connection) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    return None
+
+
+def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool) -> None:
+    """Insert an activity row for each entry that has none.
+
+    With `reset`, an existing row takes the entry's status too (a retry re-queues its run).
+    """
+    rows = [
+        {
+            "agent_id": e.agent_id,
+            "agent_type": e.agent_type or "unknown",
+            "status": e.status,
+            "latest_completion_percentage": e.percentage,
+            "latest_log": e.message,
+            "worker": e.worker,
+            "created_at": e.created_at,
+            "updated_at": e.created_at,
+        }
+        for e in entries
+    ]
+    dialect_insert = _insert_for(conn)
+    if dialect_insert is not None:
+        stmt = dialect_insert(Activity)
+        if reset:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[Activity.agent_id],
+                set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[Activity.agent_id])
+        conn.execute(stmt, rows)
+        return
+    existing = {
+        row[0]
+        for row in conn.execute(
+            Activity.__table__.select()
+            .with_only_columns(Activity.agent_id)
+            .where(Activity.agent_id.in_([r["agent_id"] for r in rows]))
+        )
+    }
+    fresh = [r for r in rows if r["agent_id"] not in existing]
+    if fresh:
+        conn.execute(insert(Activity), fresh)
+
+
+_update_latest = (
+    update(Activity)
+    .where(Activity.agent_id == bindparam("b_agent_id"))
+    .values(
+        status=bindparam("b_status"),
+        latest_log=bindparam("b_message"),
+        latest_completion_percentage=func.coalesce(
+            bindparam("b_percentage", type_=Activity.latest_completion_percentage.type),
+            Activity.latest_completion_percentage,
+        ),
+        worker=func.coalesce(bindparam("b_worker", type_=Activity.worker.type), Activity.worker),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+
+
+def append(conn: Connection, entries: Iterable[Entry]) -> None:
+    """Add log rows, then point each activity at its newest one. Order within a run is kept."""
+    entries = list(entries)
+    if not entries:
+        return
+    conn.execute(
+        insert(ActivityLog),
+        [
+            {
+                "agent_id": e.agent_id,
+                "message": e.message,
+                "status": e.status,
+                "completion_percentage": e.percentage,
+                "created_at": e.created_at,
+            }
+            for e in entries
+        ],
+    )
+    newest: dict[uuid.UUID, Entry] = {}
+    percentage: dict[uuid.UUID, int | None] = {}
+    for e in entries:
+        newest[e.agent_id] = e
+        if e.percentage is not None or e.agent_id not in percentage:
+            percentage[e.agent_id] = e.percentage
+    conn.execute(
+        _update_latest,
+        [
+            {
+                "b_agent_id": e.agent_id,
+                "b_status": e.status,
+                "b_message": e.message,
+                "b_percentage": percentage[e.agent_id],
+                "b_worker": e.worker,
+                "b_updated_at": e.created_at,
+            }
+            for e in newest.values()
+        ],
+    )
+
+
+def write(entries: list[Entry], missing: list[Entry] | None = None, reset: bool = False) -> None:
+    """Write log entries in one transaction, first creating activity rows for `missing`.
+
+    With `reset`, rows of `missing` that exist take their entry's status (a re-queued run).
+    """
+    with get_engine().begin() as conn:
+        if missing:
+            ensure_activities(conn, missing, reset=reset)
+        append(conn, entries)

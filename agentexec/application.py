@@ -1,0 +1,81 @@
+"""The Celery app that `celery -A agentexec worker` finds, configured for agents.
+
+Configuration comes in three layers, lowest first: agentexec's defaults derived from the
+settings (`REDIS_URL`, `AGENTEXEC_*`), then `celeryconfig.py` (or the module named by
+`CELERY_CONFIG_MODULE`) when it can be imported, then anything set on `app.conf` in code.
+All of it is read lazily; creating the app connects to nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+
+from agentexec.activity.recorder import ActivityRecorder
+from agentexec.config import Settings, get_settings
+from agentexec.queues import declare_queues
+
+
+def celery_defaults(settings: Settings) -> dict[str, Any]:
+    """Celery settings for agent workloads. Each one has a reason; see DESIGN.md."""
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON on the wire, never pickle.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": settings.result_expires,
+        # Two queues, HIGH drained first; nothing reserved beyond what can start now.
+        "task_queues": declare_queues(settings),
+        "task_default_queue": settings.low_queue,
+        "broker_transport_options": {
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout,
+        },
+        "worker_prefetch_multiplier": 1,
+        # At-least-once: a task is acknowledged when it ends, and redelivered if its
+        # worker dies first.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_connection_retry_on_startup": True,
+        # Agents wait on models: many cheap thread slots per process, one shared loop.
+        "worker_pool": "agentexec.workerpool:AgentThreadPool",
+        "worker_concurrency": settings.num_workers,
+        # Flower.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+    }
+
+
+def create_app(main: str = "agentexec") -> Celery:
+    """A Celery app with agentexec's defaults, config module and activity recorder."""
+    app = Celery(main)
+    app.add_defaults(lambda: celery_defaults(get_settings()))
+    app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
+    ActivityRecorder(app).install()
+    return app
+
+
+app = create_app()
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    from agentexec.activity import store
+
+    store.reset_after_fork()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    from agentexec.activity.writer import writer
+    from agentexec.loop import event_loop
+
+    event_loop.stop()
+    writer.stop()

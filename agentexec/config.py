@@ -1,0 +1,71 @@
+"""Settings: every knob agentexec reads from the environment, in one place.
+
+`REDIS_URL` and `DATABASE_URL` keep the names the rest of the stack already uses; everything
+else is prefixed `AGENTEXEC_`. Settings are read once, on first use, and nothing here opens a
+connection.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """agentexec's configuration, read from the environment (and a `.env` file, if present)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTEXEC_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "AGENTEXEC_REDIS_URL"),
+    )
+    """Broker and result backend."""
+
+    database_url: str = Field(
+        default="sqlite:///agents.db",
+        validation_alias=AliasChoices("DATABASE_URL", "AGENTEXEC_DATABASE_URL"),
+    )
+    """Activity store, used when no `WorkerPool(engine=...)` binds one."""
+
+    num_workers: int = Field(default=100, ge=1)
+    """Concurrent agent slots per worker process. A slot is a parked thread, not a process."""
+
+    queue_prefix: str = "agentexec"
+    """Prefix of the HIGH and LOW queue names, so they never clash with a user's own queues."""
+
+    table_prefix: str = "agentexec_"
+    """Prefix of the activity tables (`agentexec_activity`, `agentexec_activity_log`)."""
+
+    result_expires: int = 86_400
+    """Seconds a result stays in the Redis result backend."""
+
+    visibility_timeout: int = 3_600
+    """Seconds before Redis redelivers an unacknowledged task. Keep it above the longest run."""
+
+    task_events: bool = True
+    """Send task events, so Flower shows workers, queued and running tasks."""
+
+    sql_string_compat: bool = True
+    """Let `Session.execute` take a plain SQL string, as the integration guide's cleanup does."""
+
+    log_level: str = "INFO"
+    """Log level of workers started by `pool.run()` or the `agentexec` CLI."""
+
+    @property
+    def high_queue(self) -> str:
+        """Name of the HIGH priority queue."""
+        return f"{self.queue_prefix}.high"
+
+    @property
+    def low_queue(self) -> str:
+        """Name of the LOW priority queue."""
+        return f"{self.queue_prefix}.low"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first call."""
+    return Settings()

@@ -1,0 +1,75 @@
+"""Every error agentexec raises.
+
+    AgentExecError
+    ├── UnknownTaskError          (also a KeyError)
+    ├── InvalidContextError       (also a ValueError)
+    ├── InvalidAgentIdError       (also a KeyError)
+    └── TaskError
+        ├── TaskFailedError
+        └── TaskCanceledError
+"""
+
+from __future__ import annotations
+
+
+class AgentExecError(Exception):
+    """Base class of agentexec's errors."""
+
+
+class UnknownTaskError(AgentExecError, KeyError):
+    """No agent task is registered under this name in this process."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"unknown agent task {name!r}; registered agent tasks: {listed}. "
+            "Import the module that declares it with @pool.task before enqueuing."
+        )
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class InvalidContextError(AgentExecError, ValueError):
+    """The context does not validate against the task's context model."""
+
+    def __init__(self, task_name: str, detail: str) -> None:
+        self.task_name = task_name
+        self.detail = detail
+        super().__init__(f"invalid context for agent task {task_name!r}: {detail}")
+
+
+class InvalidAgentIdError(AgentExecError, KeyError):
+    """The id is not a UUID, so no task can have it."""
+
+    def __init__(self, agent_id: object) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"{agent_id!r} is not a valid agent id (expected a UUID)")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class TaskError(AgentExecError):
+    """The task did not produce a result."""
+
+    def __init__(self, agent_id: str, reason: str) -> None:
+        self.agent_id = agent_id
+        self.reason = reason
+        super().__init__(f"agent {agent_id} {self.verb}: {reason}")
+
+    verb = "did not finish"
+
+
+class TaskFailedError(TaskError):
+    """The task raised; `reason` carries the error type and message."""
+
+    verb = "failed"
+
+
+class TaskCanceledError(TaskError):
+    """The task was revoked or canceled before it finished."""
+
+    verb = "was canceled"

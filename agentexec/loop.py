@@ -1,0 +1,101 @@
+"""One long-lived asyncio event loop per worker process, on a thread of its own.
+
+Celery task bodies are synchronous. Each agent task submits its coroutine here and parks its
+pool thread until the coroutine finishes, so one process holds many agents in flight on one
+loop, sharing the SDK's HTTP connection pool. A loop per task (`asyncio.run`) would break
+every client bound to a loop with "Event loop is closed".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class EventLoopThread:
+    """A loop on a daemon thread, started on first use and again in a forked child."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._running: dict[str, concurrent.futures.Future[Any]] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, started if this process has none yet."""
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, T], *, key: str | None = None) -> T:
+        """Run `coro` on the loop and block the calling thread until it finishes.
+
+        Args:
+            coro: the coroutine; it must not be awaited elsewhere.
+            key: a name `cancel(key)` can use, such as the agent id.
+
+        Raises:
+            concurrent.futures.CancelledError: `cancel(key)` was called.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if key is not None:
+            self._running[key] = future
+        try:
+            return future.result()
+        finally:
+            if key is not None:
+                self._running.pop(key, None)
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the coroutine running under `key`. False when nothing runs under it."""
+        future = self._running.get(key)
+        return future.cancel() if future is not None else False
+
+    def is_running(self, key: str) -> bool:
+        """Whether a coroutine runs under `key` in this process."""
+        return key in self._running
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel what still runs, stop the loop and join its thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or self._pid != os.getpid():
+            return
+        for future in list(self._running.values()):
+            future.cancel()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._running = {}
+        self._thread = threading.Thread(target=serve, name="agentexec-event-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+        self._pid = os.getpid()
+
+
+event_loop = EventLoopThread()

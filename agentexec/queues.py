@@ -1,0 +1,31 @@
+"""Priority queues: the two queues every agent task goes through."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from kombu import Exchange, Queue
+
+from agentexec.config import Settings
+
+
+class Priority(str, Enum):
+    """Which queue a task goes to. A worker always takes HIGH before LOW."""
+
+    #: Runs before any LOW task that has not started yet.
+    HIGH = "high"
+    #: The default.
+    LOW = "low"
+
+
+def queue_name(priority: Priority | str, settings: Settings) -> str:
+    """The broker queue that carries tasks of `priority`."""
+    return settings.high_queue if Priority(priority) is Priority.HIGH else settings.low_queue
+
+
+def declare_queues(settings: Settings) -> tuple[Queue, Queue]:
+    """HIGH first: with `queue_order_strategy="priority"` Redis drains queues in this order."""
+    return (
+        Queue(settings.high_queue, Exchange(settings.high_queue), settings.high_queue),
+        Queue(settings.low_queue, Exchange(settings.low_queue), settings.low_queue),
+    )

@@ -1,0 +1,129 @@
+"""Results, read from Celery's Redis result backend without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+from celery import states
+from redis.asyncio import Redis
+
+from agentexec.activity.models import Status
+from agentexec.exceptions import TaskCanceledError, TaskFailedError
+from agentexec.ids import parse_agent_id
+
+#: Seconds between looks at the activity row while waiting, for runs that end without a
+#: result (canceled before they started, rejected, or lost with their worker).
+ACTIVITY_POLL = 1.0
+
+_clients: dict[asyncio.AbstractEventLoop, Redis] = {}
+
+
+async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
+    """Wait up to `timeout` seconds for a run's return value, as JSON data.
+
+    Raises:
+        KeyError: no run has this id (a malformed id included).
+        TimeoutError: the run has not finished in time.
+        TaskFailedError: the run raised; `reason` says what.
+        TaskCanceledError: the run was revoked or canceled.
+    """
+    from agentexec.application import app
+
+    key_id = str(parse_agent_id(agent_id))
+    backend = app.backend
+    key = backend.get_key_for_task(key_id).decode()
+    client = _client(app.conf.result_backend)
+    deadline = time.monotonic() + timeout
+    async with client.pubsub() as pubsub:
+        # Subscribe before reading, so a result stored in between is not missed.
+        await pubsub.subscribe(key)
+        known = False  # a run once found keeps waiting, even if its row is deleted
+        while True:
+            meta = await _read(client, key, backend)
+            if meta is not None and meta["status"] in states.READY_STATES:
+                return _unwrap(key_id, meta)
+            if meta is None:
+                activity = await asyncio.to_thread(_activity, key_id)
+                if activity is None and not known:
+                    raise KeyError(key_id)
+                known = True
+                if activity is not None and activity[0] in (Status.CANCELED, Status.ERROR):
+                    error = TaskCanceledError if activity[0] is Status.CANCELED else TaskFailedError
+                    raise error(key_id, activity[1] or activity[0].value)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"agent {key_id} did not finish within {timeout}s")
+            await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(remaining, ACTIVITY_POLL)
+            )
+
+
+async def close_redis() -> None:
+    """Close agentexec's Redis connections in this process. Safe to call more than once."""
+    from agentexec.application import app
+
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+    await asyncio.to_thread(_close_sync, app)
+
+
+def _close_sync(app: Any) -> None:
+    if app._pool is not None:
+        app.pool.force_close_all()
+
+
+def _client(url: str) -> Redis:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        for stale in [lp for lp in _clients if lp.is_closed()]:
+            del _clients[stale]
+        client = _clients[loop] = Redis.from_url(url)
+    return client
+
+
+async def _read(client: Redis, key: str, backend: Any) -> dict[str, Any] | None:
+    payload = await client.get(key)
+    if payload is None:
+        return None
+    meta: dict[str, Any] = backend.decode(payload)
+    return meta
+
+
+def _unwrap(agent_id: str, meta: dict[str, Any]) -> Any:
+    status = meta["status"]
+    if status == states.SUCCESS:
+        return meta["result"]
+    reason = _exception_text(meta.get("result"))
+    if status == states.REVOKED:
+        raise TaskCanceledError(agent_id, reason or "revoked")
+    raise TaskFailedError(agent_id, reason or status)
+
+
+def _exception_text(result: Any) -> str:
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(m) for m in message)
+        return f"{result['exc_type']}: {message}" if message else str(result["exc_type"])
+    return str(result) if result is not None else ""
+
+
+def _activity(agent_id: str) -> tuple[Status, str | None] | None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from agentexec.activity import store
+    from agentexec.activity.models import Activity
+
+    with Session(store.get_engine()) as session:
+        row = session.execute(
+            select(Activity.status, Activity.latest_log).where(
+                Activity.agent_id == uuid.UUID(agent_id)
+            )
+        ).first()
+    return (row[0], row[1]) if row is not None else None

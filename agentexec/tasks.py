@@ -1,0 +1,186 @@
+"""Agent tasks: Celery tasks whose body is an `async def` run on the worker's shared loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from celery import Task, states
+from celery.exceptions import Ignore
+from celery.result import AsyncResult
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
+
+from agentexec.config import get_settings
+from agentexec.exceptions import InvalidContextError, UnknownTaskError
+from agentexec.ids import parse_agent_id
+from agentexec.loop import event_loop
+from agentexec.queues import Priority, queue_name
+
+AgentFunction = Callable[[uuid.UUID, Any], Awaitable[Any]]
+
+
+class AgentResult(AsyncResult):  # type: ignore[misc]
+    """Celery's AsyncResult, named by the agent id that also names the activity row."""
+
+    @property
+    def agent_id(self) -> uuid.UUID:
+        """The agent id: the Celery task id as a UUID."""
+        return uuid.UUID(str(self.id))
+
+    async def wait(self, timeout: float = 30.0) -> Any:
+        """The task's return value, awaited without blocking the loop. See `ax.get_result`."""
+        from agentexec.results import get_result
+
+        return await get_result(self.id, timeout=timeout)
+
+
+class AgentTask(Task):  # type: ignore[misc]
+    """A Celery task that validates its context in the producer and runs an agent coroutine.
+
+    The message carries one argument: the context, dumped to JSON. The task id is the agent id.
+    """
+
+    #: The pydantic model the context validates against, from the function's annotation.
+    context_type: type[BaseModel] = BaseModel
+    #: The user's `async def f(agent_id, context)`.
+    agent_fn: AgentFunction
+    typing = False
+
+    def validate_context(self, context: Any) -> BaseModel:
+        """The context as an instance of `context_type`, or InvalidContextError."""
+        if isinstance(context, BaseModel) and not isinstance(context, self.context_type):
+            context = context.model_dump()
+        try:
+            return self.context_type.model_validate(context)
+        except ValidationError as exc:
+            raise InvalidContextError(self.name, _short(exc)) from exc
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        *,
+        priority: Priority | str | int | None = None,
+        **options: Any,
+    ) -> AgentResult:
+        """Validate the context, pick the queue for `priority`, and publish.
+
+        Args:
+            args: `(context,)`, where the context is a model or a dict.
+            kwargs: `{"context": context}`, as an alternative to `args`.
+            task_id: the agent id; a new UUID when omitted.
+            priority: `Priority.HIGH` or `Priority.LOW` (the default) picks the queue; an int
+                is passed on to Celery as a message priority.
+            options: anything else `Task.apply_async` takes.
+        """
+        context = self.validate_context(_single_context(self.name, args, kwargs))
+        payload = context.model_dump(mode="json")
+        if task_id is not None:
+            task_id = str(parse_agent_id(task_id))
+        if priority is None or isinstance(priority, str):
+            options.setdefault(
+                "queue", queue_name(priority or Priority.LOW, get_settings())
+            )
+            priority = None
+        result: AgentResult = super().apply_async(
+            (payload,),
+            {},
+            task_id=task_id or str(uuid.uuid4()),
+            producer=producer,
+            link=link,
+            link_error=link_error,
+            shadow=shadow,
+            priority=priority,
+            **options,
+        )
+        return result
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:  # noqa: N802 (Celery's name)
+        """The result handle for `task_id`."""
+        return AgentResult(task_id, backend=self.backend, task_name=self.name, app=self.app, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Worker side: validate the context and run the agent on the shared loop."""
+        context = self.validate_context(_single_context(self.name, args, kwargs))
+        agent_id = str(self.request.id)
+        if self.backend.get_state(agent_id) == states.REVOKED:
+            # Canceled while queued, when no worker was up to hear the revoke.
+            raise Ignore()
+        try:
+            value = event_loop.run(self.agent_fn(uuid.UUID(agent_id), context), key=agent_id)
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
+            raise Ignore() from None
+        return to_jsonable_python(value)
+
+
+def get_agent_task(name: str, app: Any = None) -> AgentTask:
+    """The agent task registered as `name`, or UnknownTaskError."""
+    from agentexec.application import app as default_app
+
+    registry = (app or default_app).tasks
+    task = registry.get(name)
+    if not isinstance(task, AgentTask):
+        known = [n for n, t in registry.items() if isinstance(t, AgentTask)]
+        raise UnknownTaskError(name, known)
+    return task
+
+
+async def enqueue(
+    task_name: str,
+    context: BaseModel | Mapping[str, Any],
+    *,
+    priority: Priority = Priority.LOW,
+    agent_id: uuid.UUID | str | None = None,
+    **options: Any,
+) -> AgentResult:
+    """Validate `context`, record the run as QUEUED and publish it to the `priority` queue.
+
+    The publish runs on a thread, so the caller's event loop never waits on Redis or the
+    database.
+
+    Args:
+        task_name: the name given to `@pool.task`.
+        context: a model or dict that validates against the task's context model.
+        priority: HIGH runs before any LOW task that has not started yet.
+        agent_id: choose the agent id yourself; a new UUID otherwise.
+        options: passed on to `apply_async` (for example `countdown`).
+
+    Raises:
+        UnknownTaskError: no agent task has that name in this process.
+        InvalidContextError: the context does not validate. Nothing is published or recorded.
+    """
+    task = get_agent_task(task_name)
+    model = task.validate_context(context)
+    task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
+    return await asyncio.to_thread(
+        task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
+    )
+
+
+def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> Any:
+    args = tuple(args or ())
+    kwargs = dict(kwargs or {})
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and set(kwargs) == {"context"}:
+        return kwargs["context"]
+    raise InvalidContextError(
+        name, f"expected exactly one context argument, got args={args!r} kwargs={kwargs!r}"
+    )
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'context'}: {err['msg']}"
+        for err in exc.errors()
+    )
