@@ -7,8 +7,8 @@ import http.client
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import openai
 import pytest
@@ -36,6 +36,7 @@ from agentexec.testing.openai_server import (
 )
 
 StatusCalls = list[tuple[str, int]]
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -68,10 +69,21 @@ def make_report_status(calls: StatusCalls) -> FunctionTool:
     return report_status
 
 
-def responses_agent(
-    server: ScriptedOpenAIServer, calls: StatusCalls, **client_kwargs: Any
-) -> Agent[Any]:
-    client = AsyncOpenAI(base_url=server.base_url, api_key="test", **client_kwargs)
+def run_with_client(
+    server: ScriptedOpenAIServer,
+    body: Callable[[AsyncOpenAI], Awaitable[T]],
+    **client_kwargs: Any,
+) -> T:
+    """Run ``body(client)`` in a fresh event loop with a client that is closed afterwards."""
+
+    async def main() -> T:
+        async with AsyncOpenAI(base_url=server.base_url, api_key="test", **client_kwargs) as client:
+            return await body(client)
+
+    return asyncio.run(main())
+
+
+def responses_agent(client: AsyncOpenAI, calls: StatusCalls) -> Agent[Any]:
     return Agent(
         name="worker",
         instructions="Do the task and report status.",
@@ -91,9 +103,9 @@ def items_of_type(request: dict[str, Any], item_type: str) -> list[dict[str, Any
 
 def test_runner_run_calls_tool_then_answers(server: ScriptedOpenAIServer) -> None:
     calls: StatusCalls = []
-    agent = responses_agent(server, calls)
-
-    result = asyncio.run(Runner.run(agent, "Summarise the report"))
+    result = run_with_client(
+        server, lambda client: Runner.run(responses_agent(client, calls), "Summarise the report")
+    )
 
     assert result.final_output == "Done: Summarise the report"
     assert calls == [("Working on it", 50)]
@@ -119,10 +131,9 @@ def test_runner_run_calls_tool_then_answers(server: ScriptedOpenAIServer) -> Non
 
 def test_runner_run_streamed(server: ScriptedOpenAIServer) -> None:
     calls: StatusCalls = []
-    agent = responses_agent(server, calls)
 
-    async def run() -> tuple[Any, list[str], list[str], str]:
-        result = Runner.run_streamed(agent, "Stream this please")
+    async def run(client: AsyncOpenAI) -> tuple[Any, list[str], list[str], str]:
+        result = Runner.run_streamed(responses_agent(client, calls), "Stream this please")
         raw_types: list[str] = []
         item_names: list[str] = []
         deltas: list[str] = []
@@ -135,7 +146,7 @@ def test_runner_run_streamed(server: ScriptedOpenAIServer) -> None:
                 item_names.append(event.name)
         return result, raw_types, item_names, "".join(deltas)
 
-    result, raw_types, item_names, streamed_text = asyncio.run(run())
+    result, raw_types, item_names, streamed_text = run_with_client(server, run)
 
     assert result.final_output == "Done: Stream this please"
     assert streamed_text == "Done: Stream this please"
@@ -167,13 +178,12 @@ def test_raw_stream_event_sequence(server: ScriptedOpenAIServer) -> None:
             tool_calls=[ToolCall("lookup", {"q": "x" * 30}, call_id="call_fixed")],
         )
 
-    async def run() -> list[Any]:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test")
+    async def run(client: AsyncOpenAI) -> list[Any]:
         stream = await client.responses.create(model="gpt-4o", input="hi", stream=True)
         return [event async for event in stream]
 
     server.responder = responder
-    events = asyncio.run(run())
+    events = run_with_client(server, run)
 
     assert [e.sequence_number for e in events] == list(range(len(events)))
     types = [e.type for e in events]
@@ -211,11 +221,9 @@ def test_raw_stream_event_sequence(server: ScriptedOpenAIServer) -> None:
 
 
 def test_plain_create_parses_into_response(server: ScriptedOpenAIServer) -> None:
-    async def run() -> Any:
-        client = AsyncOpenAI(base_url=server.base_url, api_key="test")
-        return await client.responses.create(model="gpt-4o", input="plain text input")
-
-    response = asyncio.run(run())
+    response = run_with_client(
+        server, lambda client: client.responses.create(model="gpt-4o", input="plain text input")
+    )
 
     assert isinstance(response, openai.types.responses.Response)
     assert response.status == "completed"
@@ -237,7 +245,9 @@ def test_async_scripted_responder_drives_multiple_tools(server: ScriptedOpenAISe
 
     server.responder = responder
     calls: StatusCalls = []
-    result = asyncio.run(Runner.run(responses_agent(server, calls), "job-7"))
+    result = run_with_client(
+        server, lambda client: Runner.run(responses_agent(client, calls), "job-7")
+    )
 
     assert sorted(calls) == [("step 1", 10), ("step 2", 90)]
     assert result.final_output == "finished job-7 after 2"
@@ -252,15 +262,14 @@ def test_async_scripted_responder_drives_multiple_tools(server: ScriptedOpenAISe
 @pytest.mark.parametrize("streamed", [False, True])
 def test_chat_completions_model(server: ScriptedOpenAIServer, streamed: bool) -> None:
     calls: StatusCalls = []
-    client = AsyncOpenAI(base_url=server.base_url, api_key="test")
-    agent = Agent(
-        name="chat-worker",
-        instructions="Use the tool.",
-        model=OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client),
-        tools=[make_report_status(calls)],
-    )
 
-    async def run() -> Any:
+    async def run(client: AsyncOpenAI) -> Any:
+        agent = Agent(
+            name="chat-worker",
+            instructions="Use the tool.",
+            model=OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client),
+            tools=[make_report_status(calls)],
+        )
         if not streamed:
             return await Runner.run(agent, "chat task")
         result = Runner.run_streamed(agent, "chat task")
@@ -268,7 +277,7 @@ def test_chat_completions_model(server: ScriptedOpenAIServer, streamed: bool) ->
             pass
         return result
 
-    result = asyncio.run(run())
+    result = run_with_client(server, run)
 
     assert result.final_output == "Done: chat task"
     assert calls == [("Working on it", 50)]
@@ -292,9 +301,12 @@ def test_http_500_surfaces_from_runner_run() -> None:
         return Reply.failure(500, "scripted outage")
 
     with ScriptedOpenAIServer(failing) as server:
-        agent = responses_agent(server, [], max_retries=0)
         with pytest.raises(openai.InternalServerError, match="scripted outage") as excinfo:
-            asyncio.run(Runner.run(agent, "anything"))
+            run_with_client(
+                server,
+                lambda client: Runner.run(responses_agent(client, []), "anything"),
+                max_retries=0,
+            )
 
         assert excinfo.value.status_code == 500
         assert excinfo.value.body == {
@@ -308,15 +320,14 @@ def test_http_500_surfaces_from_runner_run() -> None:
 
 def test_http_429_surfaces_from_streamed_run() -> None:
     with ScriptedOpenAIServer(lambda request: Reply.failure(429, "slow down")) as server:
-        agent = responses_agent(server, [], max_retries=0)
 
-        async def run() -> None:
-            result = Runner.run_streamed(agent, "anything")
+        async def run(client: AsyncOpenAI) -> None:
+            result = Runner.run_streamed(responses_agent(client, []), "anything")
             async for _ in result.stream_events():
                 pass
 
         with pytest.raises(openai.RateLimitError, match="slow down"):
-            asyncio.run(run())
+            run_with_client(server, run, max_retries=0)
 
 
 def test_responder_exception_becomes_500() -> None:
@@ -324,20 +335,23 @@ def test_responder_exception_becomes_500() -> None:
         raise ValueError("bug in responder")
 
     with ScriptedOpenAIServer(broken) as server:
-        agent = responses_agent(server, [], max_retries=0)
         with pytest.raises(openai.InternalServerError, match="bug in responder"):
-            asyncio.run(Runner.run(agent, "anything"))
+            run_with_client(
+                server,
+                lambda client: Runner.run(responses_agent(client, []), "anything"),
+                max_retries=0,
+            )
 
 
 def test_fifty_concurrent_agents_share_one_server() -> None:
     calls: StatusCalls = []
     with ScriptedOpenAIServer(delay=0.05) as server:
-        agent = responses_agent(server, calls)
 
-        async def run_all() -> list[Any]:
+        async def run_all(client: AsyncOpenAI) -> list[Any]:
+            agent = responses_agent(client, calls)
             return await asyncio.gather(*(Runner.run(agent, f"task {i}") for i in range(50)))
 
-        results = asyncio.run(run_all())
+        results = run_with_client(server, run_all)
 
         assert [r.final_output for r in results] == [f"Done: task {i}" for i in range(50)]
         assert calls == [("Working on it", 50)] * 50
@@ -365,13 +379,16 @@ def test_default_provider_via_environment(
     calls: StatusCalls = []
     agent = Agent(name="env-worker", model="gpt-4o", tools=[make_report_status(calls)])
 
-    async def two_runs() -> list[Any]:
-        return [await Runner.run(agent, "via env"), await Runner.run(agent, "via env again")]
+    async def run(*inputs: str) -> list[Any]:
+        try:
+            return [await Runner.run(agent, text) for text in inputs]
+        finally:
+            await openai_provider.shared_http_client().aclose()
 
-    first, second = asyncio.run(two_runs())
+    first, second = asyncio.run(run("via env", "via env again"))
     # A new event loop (another test, another Celery task) needs a fresh shared pool.
     monkeypatch.setattr(openai_provider, "_http_client", None)
-    third = asyncio.run(Runner.run(agent, "new loop"))
+    [third] = asyncio.run(run("new loop"))
 
     assert first.final_output == "Done: via env"
     assert second.final_output == "Done: via env again"
@@ -391,13 +408,14 @@ def test_default_provider_via_set_default_openai_client(
 ) -> None:
     monkeypatch.setattr(_openai_shared, "_default_openai_client", None)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    set_default_openai_client(
-        AsyncOpenAI(base_url=server.base_url, api_key="test"), use_for_tracing=False
-    )
     calls: StatusCalls = []
     agent = Agent(name="client-worker", model="gpt-4o", tools=[make_report_status(calls)])
 
-    result = asyncio.run(Runner.run(agent, "via client"))
+    async def run(client: AsyncOpenAI) -> Any:
+        set_default_openai_client(client, use_for_tracing=False)
+        return await Runner.run(agent, "via client")
+
+    result = run_with_client(server, run)
 
     assert result.final_output == "Done: via client"
     assert calls == [("Working on it", 50)]
@@ -469,9 +487,9 @@ def test_main_serves_until_terminated() -> None:
         base_url = line.split()[-1]
 
         async def ask() -> str:
-            client = AsyncOpenAI(base_url=base_url, api_key="test")
-            response = await client.responses.create(model="gpt-4o", input="cli")
-            return response.output_text
+            async with AsyncOpenAI(base_url=base_url, api_key="test") as client:
+                response = await client.responses.create(model="gpt-4o", input="cli")
+                return response.output_text
 
         assert asyncio.run(ask()) == "Done: cli"
     finally:
