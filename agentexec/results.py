@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 from celery import states
+from kombu import pools
+from kombu.utils.collections import eqhash
 from redis.asyncio import Redis
 
 from agentexec.activity.models import Status
@@ -72,8 +74,19 @@ async def close_redis() -> None:
 
 
 def _close_sync(app: Any) -> None:
-    if app._pool is not None:
-        app.pool.force_close_all()
+    """Close the app's broker connections, leaving it able to publish again later."""
+    if app._pool is None:
+        return
+    connection = app.connection_for_write()
+    for group in (pools.producers, pools.connections):
+        pool = dict.pop(group, eqhash(connection), None)
+        if pool is not None:
+            pool.force_close_all()
+    # Forget the closed pools, as Celery does in a forked child.
+    app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
+    connection.release()
 
 
 def _client(url: str) -> Redis:

@@ -115,12 +115,25 @@ class AgentTask(Task):  # type: ignore[misc]
         if self.backend.get_state(agent_id) == states.REVOKED:
             # Canceled while queued, when no worker was up to hear the revoke.
             raise Ignore()
+        recorder = self.app.agentexec_recorder
         try:
-            value = event_loop.run(self.agent_fn(uuid.UUID(agent_id), context), key=agent_id)
+            value = to_jsonable_python(
+                event_loop.run(self.agent_fn(uuid.UUID(agent_id), context), key=agent_id)
+            )
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
             raise Ignore() from None
-        return to_jsonable_python(value)
+        except Exception as exc:
+            if not self._will_retry(exc):
+                recorder.finished(self, exc)
+            raise
+        recorder.finished(self)
+        return value
+
+    def _will_retry(self, exc: Exception) -> bool:
+        retry_for = getattr(self, "autoretry_for", ())
+        retries_left = self.max_retries is None or self.request.retries < self.max_retries
+        return bool(retry_for) and isinstance(exc, tuple(retry_for)) and retries_left
 
 
 def get_agent_task(name: str, app: Any = None) -> AgentTask:

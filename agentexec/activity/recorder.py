@@ -98,8 +98,21 @@ class ActivityRecorder:
         )
         writer.submit(entry, ensure=True)
 
+    def finished(self, task: Any, error: BaseException | None = None) -> None:
+        """Record a run's end from inside the task body, before Celery stores its result.
+
+        Celery stores the result before it sends `task_success` or `task_failure`, so a
+        client could see the result while the activity still says RUNNING. The body calls
+        this first; the signal handlers then skip the runs it has recorded.
+        """
+        if error is None:
+            self._terminal(task.request.id, Status.COMPLETE, "Task completed", 100)
+        else:
+            self._terminal(task.request.id, Status.ERROR, describe(error))
+        task.request.agentexec_recorded = True
+
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
-        if self.is_agent_task(sender):
+        if self.is_agent_task(sender) and not _recorded(sender):
             self._terminal(sender.request.id, Status.COMPLETE, "Task completed", 100)
 
     def on_task_failure(
@@ -109,7 +122,7 @@ class ActivityRecorder:
         exception: BaseException | None = None,
         **_: Any,
     ) -> None:
-        if self.is_agent_task(sender) and task_id is not None:
+        if self.is_agent_task(sender) and task_id is not None and not _recorded(sender):
             self._terminal(task_id, Status.ERROR, describe(exception))
 
     def on_task_retry(
@@ -176,6 +189,10 @@ class ActivityRecorder:
             return
         entry = Entry(agent_id, Status.ERROR, reason, agent_type=headers.get("task"))
         writer.submit(entry, ensure=True, wait=TERMINAL_WAIT)
+
+
+def _recorded(task: Any) -> bool:
+    return bool(getattr(task.request, "agentexec_recorded", False))
 
 
 def describe(exc: BaseException | None) -> str:

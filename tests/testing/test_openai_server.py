@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -475,23 +476,22 @@ def test_default_responder_is_stateless() -> None:
 
 
 def test_main_serves_until_terminated() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentexec.testing.openai_server", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("Scripted OpenAI server listening on http://127.0.0.1:")
-        base_url = line.split()[-1]
+    command = [sys.executable, "-m", "agentexec.testing.openai_server", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("Scripted OpenAI server listening on http://127.0.0.1:")
+            base_url = line.split()[-1]
 
-        async def ask() -> str:
-            async with AsyncOpenAI(base_url=base_url, api_key="test") as client:
-                response = await client.responses.create(model="gpt-4o", input="cli")
-                return response.output_text
+            async def ask() -> str:
+                async with AsyncOpenAI(base_url=base_url, api_key="test") as client:
+                    response = await client.responses.create(model="gpt-4o", input="cli")
+                    return response.output_text
 
-        assert asyncio.run(ask()) == "Done: cli"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+            assert asyncio.run(ask()) == "Done: cli"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        # uvicorn shuts down gracefully, then re-raises the captured SIGTERM.
+        assert process.returncode in (0, -signal.SIGTERM)

@@ -1,0 +1,61 @@
+"""Test setup: a dedicated Redis db, and every integration test on SQLite and PostgreSQL.
+
+Integration tests use real services. Locally a missing service skips them; in CI (`CI` set)
+it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+# Before agentexec reads its settings: a Redis db of our own, flushed once per session.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from agentexec.config import get_settings  # noqa: E402
+from agentexec.testing.plugin import require_service  # noqa: E402
+
+# The pytest plugin imported agentexec before this file set the environment.
+get_settings.cache_clear()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).flushdb()
+    except redis.RedisError:
+        pass  # the tests that need it skip or fail with the reason
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def agentexec_database_url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    """Each integration test runs on SQLite and on PostgreSQL (a schema of its own)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/activity.db"
+        return
+    base = os.environ["POSTGRES_URL"]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        admin.dispose()
+        require_service("PostgreSQL", exc)
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_only(agentexec_database_url: str) -> None:
+    """Run a test on SQLite alone, where the database plays no part in what it checks."""
+    if not agentexec_database_url.startswith("sqlite"):
+        pytest.skip("database-independent; covered on SQLite")
