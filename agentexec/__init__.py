@@ -17,6 +17,7 @@ from agentexec.exceptions import (
 from agentexec.pool import WorkerPool
 from agentexec.queues import Priority
 from agentexec.results import close_redis, get_result
+from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
 from agentexec.tasks import AgentResult, AgentTask, enqueue
 
 compat.install()
@@ -33,6 +34,9 @@ __all__ = [
     "cancel",
     "create_app",
     "enqueue",
+    # Runners
+    "BaseAgentRunner",
+    "OpenAIRunner",
     # Results
     "close_redis",
     "get_result",
@@ -47,6 +51,7 @@ __all__ = [
     "AgentExecError",
     "InvalidAgentIdError",
     "InvalidContextError",
+    "MaxTurnsError",
     "TaskCanceledError",
     "TaskError",
     "TaskFailedError",

@@ -1,0 +1,165 @@
+"""OpenAIRunner: the OpenAI Agents SDK, with status reports and max-turns recovery."""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agents import Agent, FunctionTool, RunConfig, Runner, RunResult, function_tool
+from agents.exceptions import MaxTurnsExceeded
+from agents.items import TResponseInputItem
+from agents.result import RunResultStreaming
+from agents.stream_events import StreamEvent
+
+from agentexec.exceptions import AgentExecError
+from agentexec.runners.base import BaseAgentRunner
+
+EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
+
+
+class MaxTurnsError(AgentExecError):
+    """The agent used all its turns without a final answer."""
+
+    def __init__(self, max_turns: int, recovered: bool) -> None:
+        self.max_turns = max_turns
+        self.recovered = recovered
+        how = "even after its wrap-up turns" if recovered else "(max_turns_recovery is off)"
+        super().__init__(
+            f"the agent reached its limit of {max_turns} turns without a final answer {how}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAITools:
+    """Tools an OpenAIRunner gives its agent."""
+
+    #: `report_status(message: str, percentage: int)`, an SDK function tool.
+    report_status: FunctionTool
+
+
+class OpenAIRunner(BaseAgentRunner):
+    """Runs an OpenAI Agents SDK agent inside an agentexec task.
+
+    Example:
+        ```python
+        runner = ax.OpenAIRunner(agent_id=agent_id, max_turns_recovery=True)
+        agent = Agent(
+            name="Research Agent",
+            instructions=f"Research the company. {runner.prompts.report_status}",
+            tools=[runner.tools.report_status],
+        )
+        result = await runner.run(agent, input="Research Acme", max_turns=15)
+        ```
+    """
+
+    def __init__(self, agent_id: uuid.UUID | str, **options: Any) -> None:
+        super().__init__(agent_id, **options)
+        self.tools = OpenAITools(report_status=self._report_status_tool())
+
+    async def run(
+        self,
+        agent: Agent[Any],
+        input: str | list[TResponseInputItem],
+        *,
+        max_turns: int = 10,
+        context: Any = None,
+        run_config: RunConfig | None = None,
+        **kwargs: Any,
+    ) -> RunResult:
+        """Run the agent to its final output and return the SDK's RunResult.
+
+        Raises:
+            MaxTurnsError: the turn limit was reached (and the wrap-up, if on, did not help).
+            Any exception of the SDK, the model or a tool, unchanged.
+        """
+        options = {"context": context, "run_config": run_config, **kwargs}
+        try:
+            return await Runner.run(agent, input, max_turns=max_turns, **options)
+        except MaxTurnsExceeded as exc:
+            wrap_up = self._wrap_up_input(exc, max_turns)
+        try:
+            return await Runner.run(
+                agent, wrap_up, max_turns=self.recovery_turns, **options
+            )
+        except MaxTurnsExceeded as exc:
+            raise MaxTurnsError(max_turns, recovered=True) from exc
+
+    async def run_streamed(
+        self,
+        agent: Agent[Any],
+        input: str | list[TResponseInputItem],
+        *,
+        on_event: EventCallback | None = None,
+        max_turns: int = 10,
+        context: Any = None,
+        run_config: RunConfig | None = None,
+        **kwargs: Any,
+    ) -> RunResultStreaming:
+        """Like `run`, streaming: every SDK event goes to `on_event` (sync or async).
+
+        Returns the finished streaming result; `final_output` holds the answer.
+        """
+        options = {"context": context, "run_config": run_config, **kwargs}
+        try:
+            return await self._stream(agent, input, max_turns, on_event, options)
+        except MaxTurnsExceeded as exc:
+            wrap_up = self._wrap_up_input(exc, max_turns)
+        try:
+            return await self._stream(agent, wrap_up, self.recovery_turns, on_event, options)
+        except MaxTurnsExceeded as exc:
+            raise MaxTurnsError(max_turns, recovered=True) from exc
+
+    async def _stream(
+        self,
+        agent: Agent[Any],
+        input: str | list[TResponseInputItem],
+        max_turns: int,
+        on_event: EventCallback | None,
+        options: dict[str, Any],
+    ) -> RunResultStreaming:
+        result = Runner.run_streamed(agent, input, max_turns=max_turns, **options)
+        async for event in result.stream_events():
+            if on_event is not None:
+                outcome = on_event(event)
+                if inspect.isawaitable(outcome):
+                    await outcome
+        return result
+
+    def _wrap_up_input(
+        self, exc: MaxTurnsExceeded, max_turns: int
+    ) -> list[TResponseInputItem]:
+        """The conversation so far plus the wrap-up instruction, or MaxTurnsError."""
+        if not self.max_turns_recovery or exc.run_data is None:
+            self.report_status(f"Stopped: reached the limit of {max_turns} turns")
+            raise MaxTurnsError(max_turns, recovered=False) from exc
+        self.report_status(
+            f"Reached the limit of {max_turns} turns; wrapping up in at most "
+            f"{self.recovery_turns} more"
+        )
+        data = exc.run_data
+        history: list[TResponseInputItem] = (
+            [{"role": "user", "content": data.input}]
+            if isinstance(data.input, str)
+            else list(data.input)
+        )
+        history += [item.to_input_item() for item in data.new_items]
+        history.append({"role": "user", "content": self.prompts.wrap_up})
+        return history
+
+    def _report_status_tool(self) -> FunctionTool:
+        runner = self
+
+        @function_tool(name_override="report_status")
+        def report_status(message: str, percentage: int) -> str:
+            """Tell the user what you are doing now and how far along the whole task is.
+
+            Args:
+                message: one short user-facing sentence about the current step.
+                percentage: estimated overall progress, a whole number from 0 to 100.
+            """
+            return runner.report_status(message, percentage)
+
+        return report_status
