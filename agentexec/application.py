@@ -35,6 +35,8 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "queue_order_strategy": "priority",
             "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": settings.restore_interval,
+            "unacked_restore_throttle": 1,
         },
         "worker_prefetch_multiplier": 1,
         # At-least-once: a task is acknowledged when it ends, and redelivered if its

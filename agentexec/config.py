@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = 3_600
     """Seconds before Redis redelivers an unacknowledged task. Keep it above the longest run."""
 
+    restore_interval: int = Field(default=10, ge=1)
+    """Seconds between a worker's sweeps for tasks whose worker died (older than the
+    visibility timeout); those go back on their queue and run again."""
+
     task_events: bool = True
     """Send task events, so Flower shows workers, queued and running tasks."""
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from celery import Task, states
+from celery import Task
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
 from pydantic import BaseModel, ValidationError
@@ -110,16 +110,14 @@ class AgentTask(Task):  # type: ignore[misc]
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Worker side: validate the context and run the agent on the shared loop."""
-        context = self.validate_context(_single_context(self.name, args, kwargs))
         agent_id = str(self.request.id)
-        if self.backend.get_state(agent_id) == states.REVOKED:
-            # Canceled while queued, when no worker was up to hear the revoke.
-            raise Ignore()
+        if getattr(self.request, "agentexec_revoked", False):
+            raise Ignore()  # canceled while queued; see ActivityRecorder.on_task_prerun
         recorder = self.app.agentexec_recorder
         try:
-            value = to_jsonable_python(
-                event_loop.run(self.agent_fn(uuid.UUID(agent_id), context), key=agent_id)
-            )
+            context = self.validate_context(_single_context(self.name, args, kwargs))
+            coroutine = self.agent_fn(uuid.UUID(agent_id), context)
+            value = to_jsonable_python(event_loop.run(coroutine, key=agent_id))
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
             raise Ignore() from None

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
-# Before agentexec reads its settings: a Redis db of our own, flushed once per session.
+# Before agentexec reads its settings: a Redis db of our own. Each test has its own queues
+# (the `agentexec_env` fixture), so concurrent test runs do not disturb each other.
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -24,13 +24,6 @@ from agentexec.testing.plugin import require_service  # noqa: E402
 
 # The pytest plugin imported agentexec before this file set the environment.
 get_settings.cache_clear()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    try:
-        redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).flushdb()
-    except redis.RedisError:
-        pass  # the tests that need it skip or fail with the reason
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import uuid
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, selectinload
 
 from agentexec.activity.models import ACTIVE, Activity, ActivityLog, Status, utcnow
@@ -66,7 +67,7 @@ def cancel_pending(session: Session, reason: str = "Canceled at startup") -> int
         return 0
     now = utcnow()
     session.execute(
-        update(Activity)
+        sql_update(Activity)
         .where(Activity.agent_id.in_(ids), Activity.status.in_(ACTIVE))
         .values(status=Status.CANCELED, latest_log=reason, updated_at=now)
     )

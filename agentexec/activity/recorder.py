@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Self
 
-from celery import Celery, signals
+from celery import Celery, signals, states
 
 from agentexec.activity import store
 from agentexec.activity.models import Status
@@ -88,10 +88,16 @@ class ActivityRecorder:
     def on_task_prerun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         if not self.is_agent_task(sender) or task_id is None:
             return
+        request = sender.request
+        if sender.backend.get_state(task_id) == states.REVOKED:
+            # Canceled while queued, when no worker was up to hear the revoke.
+            request.agentexec_revoked = True
+            return
+        redelivered = (request.delivery_info or {}).get("redelivered")
         entry = Entry(
             parse_agent_id(task_id),
             Status.RUNNING,
-            "Task started",
+            "Task started again (redelivered)" if redelivered else "Task started",
             0,
             agent_type=sender.name,
             worker=sender.request.hostname,

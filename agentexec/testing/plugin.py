@@ -93,7 +93,19 @@ def agentexec_env(
     yield env
     writer.flush()
     engine.dispose()
+    _drop_queues(agentexec_redis_url, env["AGENTEXEC_QUEUE_PREFIX"])
     get_settings.cache_clear()
+
+
+def _drop_queues(url: str, prefix: str) -> None:
+    """Delete what is left in a test's queues, and kombu's bindings for them."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = [*client.scan_iter(f"{prefix}.*"), *client.scan_iter(f"_kombu.binding*{prefix}.*")]
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

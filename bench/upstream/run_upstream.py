@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent  # holds *our* agentexec package, which must not shadow upstream's
 UPSTREAM_KEY_PATTERNS = ("agentexec_tasks*", "agentexec:*")  # queue prefix, key prefix (config.py)
 
 _pool_proc: subprocess.Popen | None = None
@@ -322,6 +323,7 @@ async def bench(args, out: dict, tmpdir: str) -> None:
         out["enqueue_errors"] = len(errors)
         if errors:
             out["enqueue_error_sample"] = repr(errors[0])[:300]
+            out["partial"] = True  # failed enqueues leave an orphaned QUEUED activity row
         try:
             await wait_all_done(r, tasks, t0, deadline, out)
         except TimeoutError as e:
@@ -373,7 +375,16 @@ def main() -> int:
     os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
     redis_pool_size = args.redis_pool_size or max(10, args.n + 10)
     os.environ["AGENTEXEC_REDIS_POOL_SIZE"] = str(redis_pool_size)
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # keep bench/upstream free of __pycache__
+    sys.dont_write_bytecode = True
+    # Never pick up the repo's own `agentexec` package instead of the upstream one.
+    os.environ.pop("PYTHONPATH", None)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO_ROOT]
     sys.path.insert(0, str(HERE))
+    import agentexec
+
+    if "site-packages" not in agentexec.__file__:
+        raise SystemExit(f"imported the wrong agentexec: {agentexec.__file__} (run with the upstream venv)")
 
     from importlib.metadata import version
 

@@ -1,0 +1,39 @@
+"""A user's project as the tests see it: no celeryconfig.py, no tasks/ package.
+
+Served by `celery -A agentexec worker -I myapp.worker` or by `python -m myapp.worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+import agentexec as ax
+
+pool = ax.WorkerPool()
+
+
+class SleepContext(BaseModel):
+    seconds: float = Field(default=0.0, ge=0)
+    label: str = ""
+    fail: str | None = None
+    reports: int = Field(default=0, ge=0)
+
+
+@pool.task("sleep_agent")
+async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object]:
+    started = time.time()
+    for step in range(context.reports):
+        ax.activity.update(agent_id, f"step {step + 1}", round(100 * (step + 1) / context.reports))
+    await asyncio.sleep(context.seconds)
+    if context.fail:
+        raise RuntimeError(context.fail)
+    return {"label": context.label, "started": started, "ended": time.time(), "pid": os.getpid()}
+
+
+if __name__ == "__main__":
+    pool.run()

@@ -1,0 +1,413 @@
+"""The FastAPI integration guide's example app, end to end, on SQLite and PostgreSQL.
+
+`examples/fastapi_app` holds the guide's code verbatim. Here it runs the way the guide tells
+users to run it: the API under uvicorn and the worker as `python -m myapp.worker`, both real
+subprocesses, with the agent's model served by a local `ScriptedOpenAIServer` (its default
+responder calls `report_status("Working on it", 50)` once, then answers "Done: <input>").
+Every check goes through the API over HTTP or WebSocket, as the guide's users would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from agentexec.activity import store
+from agentexec.activity.models import Activity, ActivityLog, utcnow
+from agentexec.testing.openai_server import ScriptedOpenAIServer
+from agentexec.testing.plugin import StartWorker
+from agentexec.testing.worker import WorkerProcess, wait_for
+
+APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
+SRC = APP_DIR / "src"
+TERMINAL = ("COMPLETE", "ERROR", "CANCELED")
+#: The activity log of one run of the guide's task against the scripted model.
+EXPECTED_LOGS = [
+    ("QUEUED", "Task queued", None),
+    ("RUNNING", "Task started", 0),
+    ("RUNNING", "Working on it", 50),
+    ("COMPLETE", "Task completed", 100),
+]
+
+
+class ApiProcess:
+    """`uvicorn myapp.main:app` in a subprocess of its own session, always stopped."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> ApiProcess:
+        argv = [sys.executable, "-m", "uvicorn", "myapp.main:app", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=SRC,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(
+            self._answers,
+            timeout,
+            f"uvicorn on port {self.port}",
+            interval=0.1,
+            on_timeout=self.log,
+            abort=lambda: self.process is not None and self.process.poll() is not None,
+        )
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/openapi.json", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (uvicorn runs the lifespan shutdown), then SIGKILL the whole group."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(10)
+        self.process = None
+
+
+@dataclass
+class GuideApp:
+    """The running example: its API, the scripted model, and a way to start its worker."""
+
+    api: ApiProcess
+    server: ScriptedOpenAIServer
+    http: httpx.Client
+    env: dict[str, str]
+    start_worker_fixture: StartWorker
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return self.api.url.replace("http://", "ws://", 1)
+
+    def start_worker(self) -> WorkerProcess:
+        """`python -m myapp.worker`, i.e. the guide's `pool.run()`, waited on until ready."""
+        worker = self.start_worker_fixture(module="myapp.worker", cwd=SRC, env=self.env)
+        self.workers.append(worker)
+        return worker
+
+    def research(self, company: str, **extra: Any) -> str:
+        response = self.http.post("/api/tasks/research", json={"company": company, **extra})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["message"] == f"Research task queued for {company}"
+        return str(uuid.UUID(body["agent_id"]))
+
+    def status(self, agent_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/tasks/{agent_id}/status")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_terminal(self, agent_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Poll the status endpoint until the run ends; returns every status seen."""
+        seen: list[dict[str, Any]] = []
+
+        def ended() -> bool:
+            seen.append(self.status(agent_id))
+            return seen[-1]["status"] in TERMINAL
+
+        wait_for(ended, timeout, f"task {agent_id} to end", interval=0.1, on_timeout=self.logs)
+        return seen
+
+    def logs(self) -> str:
+        worker_logs = "\n".join(w.log()[-3000:] for w in self.workers)
+        return f"--- api ---\n{self.api.log()[-3000:]}\n--- workers ---\n{worker_logs}"
+
+
+@pytest.fixture
+def guide_app(
+    agentexec_env: dict[str, str], agentexec_worker: StartWorker, tmp_path: Path
+) -> Iterator[GuideApp]:
+    """The guide's API under uvicorn on this test's database and queues; no worker yet."""
+    with ScriptedOpenAIServer() as server:
+        env = {
+            "PYTHONPATH": str(SRC),
+            **server.env(),
+            # Traces would go to api.openai.com, which is not reachable.
+            "OPENAI_AGENTS_DISABLE_TRACING": "1",
+            "AGENTEXEC_NUM_WORKERS": "4",
+            # The lifespan's print() must reach the log while the API runs.
+            "PYTHONUNBUFFERED": "1",
+        }
+        api = ApiProcess({**os.environ, **agentexec_env, **env}, tmp_path / "api.log")
+        try:
+            api.start()
+            with httpx.Client(base_url=api.url, timeout=20) as http:
+                yield GuideApp(api, server, http, env, agentexec_worker)
+        finally:
+            api.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _log_tuples(detail: dict[str, Any]) -> list[tuple[str, str, int | None]]:
+    return [(log["status"], log["message"], log["progress"]) for log in detail["logs"]]
+
+
+def test_research_task_over_http(guide_app: GuideApp) -> None:
+    app = guide_app
+    # No worker yet: the run waits in the queue, and a result request times out.
+    acme = app.research("Acme", focus_areas=["products", "pricing"])
+    assert app.status(acme) == {
+        "agent_id": acme,
+        "status": "QUEUED",
+        "progress": None,
+        "message": "Task queued",
+    }
+    response = app.http.get(f"/api/tasks/{acme}/result", params={"timeout": 1})
+    assert response.status_code == 408
+    assert response.json() == {"detail": "Task not completed within 1 seconds"}
+
+    app.start_worker()
+    globex = app.research("Globex", priority="high")
+
+    for agent_id in (acme, globex):
+        seen = app.wait_terminal(agent_id)
+        assert {s["status"] for s in seen} <= {"QUEUED", "RUNNING", "COMPLETE"}
+        assert seen[-1] == {
+            "agent_id": agent_id,
+            "status": "COMPLETE",
+            "progress": 100,
+            "message": "Task completed",
+        }
+    for agent_id, company in ((acme, "Acme"), (globex, "Globex")):
+        response = app.http.get(f"/api/tasks/{agent_id}/result")
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "agent_id": agent_id,
+            "result": {"company": company, "findings": f"Done: Research {company}"},
+        }
+
+    # The guide's agent reached the model with its instructions and the report_status tool.
+    instructions = [r["instructions"] for r in app.server.requests]
+    assert any("Research Acme." in i and "Focus on: products, pricing" in i for i in instructions)
+    assert any("Research Globex." in i and "Focus on: general info" in i for i in instructions)
+    assert all("report_status" in [t.get("name") for t in r["tools"]] for r in app.server.requests)
+
+    # Activity detail: the whole log, oldest first.
+    response = app.http.get(f"/api/activities/{acme}")
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["agent_id"] == acme
+    assert detail["task_type"] == "research_company"
+    assert (detail["status"], detail["progress"]) == ("COMPLETE", 100)
+    assert _log_tuples(detail) == EXPECTED_LOGS
+    stamps = [datetime.fromisoformat(log["created_at"]) for log in detail["logs"]]
+    assert stamps == sorted(stamps)
+    created = datetime.fromisoformat(detail["created_at"])
+    updated = datetime.fromisoformat(detail["updated_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert created <= updated == stamps[-1]
+
+    # Activity list: newest first, with the latest status of each run.
+    response = app.http.get("/api/activities")
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert (page["total"], page["page"], page["pages"]) == (2, 1, 1)
+    assert [item["agent_id"] for item in page["items"]] == [globex, acme]
+    for item in page["items"]:
+        assert item["task_type"] == "research_company"
+        assert (item["status"], item["progress"], item["message"]) == (
+            "COMPLETE",
+            100,
+            "Task completed",
+        )
+        datetime.fromisoformat(item["updated_at"])
+    second = app.http.get("/api/activities", params={"page": 2, "page_size": 1}).json()
+    assert (second["total"], second["page"], second["pages"]) == (2, 2, 2)
+    assert [item["agent_id"] for item in second["items"]] == [acme]
+
+
+def test_websocket_follows_a_task_to_its_end(guide_app: GuideApp) -> None:
+    app = guide_app
+    app.server.delay = 0.5  # two model calls: the run takes over a second
+    app.start_worker()
+    agent_id = app.research("Initech")
+
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    with connect(f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10) as ws:
+        while True:
+            try:
+                raw = ws.recv(timeout=deadline - time.monotonic())
+            except ConnectionClosed:
+                # The guide's endpoint returns after a terminal status without calling
+                # `websocket.close()`, so uvicorn drops the connection with no close frame.
+                break
+            messages.append(json.loads(raw))
+
+    assert messages, app.logs()
+    assert messages[-1] == {"status": "COMPLETE", "progress": 100, "message": "Task completed"}
+    assert all(m["status"] in ("QUEUED", "RUNNING") for m in messages[:-1]), messages
+    progress = [m["progress"] or 0 for m in messages]
+    assert progress == sorted(progress)
+
+    # A finished run gives its final status at once; an unknown one an error.
+    with connect(f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["status"] == "COMPLETE"
+    for unknown in (str(uuid.uuid4()), "nonexistent"):
+        with connect(f"{app.ws_url}/api/ws/tasks/{unknown}", open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10)) == {"error": "Task not found"}
+
+
+def test_unknown_ids_answer_404(guide_app: GuideApp) -> None:
+    app = guide_app
+    for unknown in (str(uuid.uuid4()), "nonexistent"):
+        response = app.http.get(f"/api/tasks/{unknown}/status")
+        assert (response.status_code, response.json()) == (404, {"detail": "Task not found"})
+        response = app.http.get(f"/api/activities/{unknown}")
+        assert (response.status_code, response.json()) == (404, {"detail": "Activity not found"})
+        # At once, not after the 30 s the endpoint would wait for a known run.
+        started = time.monotonic()
+        response = app.http.get(f"/api/tasks/{unknown}/result", timeout=10)
+        assert (response.status_code, response.json()) == (404, {"detail": "Result not found"})
+        assert time.monotonic() - started < 5
+
+
+def test_restart_cancels_stale_activities(guide_app: GuideApp) -> None:
+    """The guide's lifespan marks runs left QUEUED by a previous process CANCELED."""
+    app = guide_app
+    agent_id = app.research("Umbrella")
+    assert app.status(agent_id)["status"] == "QUEUED"
+    app.api.stop()
+    app.api.start()
+    assert app.status(agent_id) == {
+        "agent_id": agent_id,
+        "status": "CANCELED",
+        "progress": None,
+        "message": "Canceled at startup",
+    }
+    assert "Cleaned up 1 stale activities" in app.api.log()
+
+
+def test_admin_cleanup_deletes_old_activities_and_their_logs(guide_app: GuideApp) -> None:
+    app = guide_app
+    app.start_worker()
+    old, fresh = app.research("Old Corp"), app.research("Fresh Corp")
+    for agent_id in (old, fresh):
+        assert app.http.get(f"/api/tasks/{agent_id}/result").status_code == 200
+        assert app.wait_terminal(agent_id)[-1]["status"] == "COMPLETE"
+
+    engine = store.get_engine()
+    with engine.begin() as conn:
+        conn.execute(
+            update(Activity)
+            .where(Activity.agent_id == uuid.UUID(old))
+            .values(updated_at=utcnow() - timedelta(days=40))
+        )
+
+    def log_count(session: Session, agent_id: str) -> int:
+        stmt = select(func.count()).where(ActivityLog.agent_id == uuid.UUID(agent_id))
+        return session.scalar(stmt) or 0
+
+    with Session(engine) as session:
+        assert log_count(session, old) == len(EXPECTED_LOGS)
+
+    response = app.http.post("/api/admin/cleanup")
+    assert (response.status_code, response.json()) == (200, {"message": "Cleanup scheduled"})
+
+    def old_gone() -> bool:
+        return app.http.get(f"/api/activities/{old}").status_code == 404
+
+    wait_for(old_gone, 15, "the cleanup to delete the old activity", on_timeout=app.logs)
+    with Session(engine) as session:
+        assert session.get(Activity, uuid.UUID(old)) is None
+        assert log_count(session, old) == 0
+        assert log_count(session, fresh) == len(EXPECTED_LOGS)
+
+    fresh_detail = app.http.get(f"/api/activities/{fresh}").json()
+    assert _log_tuples(fresh_detail) == EXPECTED_LOGS
+    page = app.http.get("/api/activities").json()
+    assert [item["agent_id"] for item in page["items"]] == [fresh]
+
+
+def test_guide_tests_pass_unchanged(tmp_path: Path) -> None:
+    """The guide's own tests (examples/fastapi_app/tests), run the way its users run them.
+
+    They run in a copy of the project, so the `test.db` and `agents.db` the guide's code
+    creates in the working directory land in the copy.
+    """
+    project = tmp_path / "fastapi_app"
+    ignore = shutil.ignore_patterns("__pycache__", "*.db", "*.db-*", ".pytest_cache")
+    for part in ("src", "tests"):
+        shutil.copytree(APP_DIR / part, project / part, ignore=ignore)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "DATABASE_URL" and not key.startswith(("AGENTEXEC_", "PYTEST_"))
+    }
+    env["PYTHONPATH"] = "src"
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        # As strict as this repository's own configuration.
+        "-W",
+        "error",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    ]
+    result = subprocess.run(
+        argv, cwd=project, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "2 passed" in output, output
+    assert (project / "test.db").exists()
