@@ -59,7 +59,7 @@ def create_app(main: str = "agentexec") -> Celery:
     app = Celery(main)
     app.add_defaults(lambda: celery_defaults(get_settings()))
     app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
-    app.agentexec_recorder = ActivityRecorder(app).install()  # type: ignore[attr-defined]
+    ActivityRecorder.of(app)
     return app
 
 

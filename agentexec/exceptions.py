@@ -1,12 +1,12 @@
 """Every error agentexec raises.
 
-    AgentExecError
-    ├── UnknownTaskError          (also a KeyError)
-    ├── InvalidContextError       (also a ValueError)
-    ├── InvalidAgentIdError       (also a KeyError)
-    └── TaskError
-        ├── TaskFailedError
-        └── TaskCanceledError
+AgentExecError
+├── UnknownTaskError          (also a KeyError)
+├── InvalidContextError       (also a ValueError)
+├── InvalidAgentIdError       (also a KeyError)
+└── TaskError
+    ├── TaskFailedError
+    └── TaskCanceledError
 """
 
 from __future__ import annotations

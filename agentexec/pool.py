@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from agentexec.activity import store
+from agentexec.activity.recorder import ActivityRecorder
 from agentexec.config import get_settings
 from agentexec.tasks import AgentFunction, AgentTask
 
@@ -43,6 +44,7 @@ class WorkerPool:
         if engine is not None or database_url is not None:
             store.bind(engine, database_url)
         self.app = app or default_app
+        ActivityRecorder.of(self.app)
         self.num_workers = num_workers or get_settings().num_workers
 
     def task(self, name: str, **options: Any) -> Callable[[AgentFunction], AgentTask]:

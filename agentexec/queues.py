@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from kombu import Exchange, Queue
 
 from agentexec.config import Settings
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """Which queue a task goes to. A worker always takes HIGH before LOW."""
 
     #: Runs before any LOW task that has not started yet.

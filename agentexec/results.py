@@ -35,7 +35,7 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     from agentexec.application import app
 
     key_id = str(parse_agent_id(agent_id))
-    backend = app.backend
+    backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
     client = _client(app.conf.result_backend)
     deadline = time.monotonic() + timeout

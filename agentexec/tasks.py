@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, cast
 
 from celery import Task
 from celery.exceptions import Ignore
@@ -14,16 +14,17 @@ from celery.result import AsyncResult
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from agentexec.activity.recorder import ActivityRecorder
 from agentexec.config import get_settings
 from agentexec.exceptions import InvalidContextError, UnknownTaskError
 from agentexec.ids import parse_agent_id
 from agentexec.loop import event_loop
 from agentexec.queues import Priority, queue_name
 
-AgentFunction = Callable[[uuid.UUID, Any], Awaitable[Any]]
+AgentFunction = Callable[[uuid.UUID, Any], Coroutine[Any, Any, Any]]
 
 
-class AgentResult(AsyncResult):  # type: ignore[misc]
+class AgentResult(AsyncResult[Any]):
     """Celery's AsyncResult, named by the agent id that also names the activity row."""
 
     @property
@@ -31,14 +32,14 @@ class AgentResult(AsyncResult):  # type: ignore[misc]
         """The agent id: the Celery task id as a UUID."""
         return uuid.UUID(str(self.id))
 
-    async def wait(self, timeout: float = 30.0) -> Any:
+    async def get_result(self, timeout: float = 30.0) -> Any:
         """The task's return value, awaited without blocking the loop. See `ax.get_result`."""
         from agentexec.results import get_result
 
         return await get_result(self.id, timeout=timeout)
 
 
-class AgentTask(Task):  # type: ignore[misc]
+class AgentTask(Task[Any, Any]):
     """A Celery task that validates its context in the producer and runs an agent coroutine.
 
     The message carries one argument: the context, dumped to JSON. The task id is the agent id.
@@ -87,11 +88,10 @@ class AgentTask(Task):  # type: ignore[misc]
         if task_id is not None:
             task_id = str(parse_agent_id(task_id))
         if priority is None or isinstance(priority, str):
-            options.setdefault(
-                "queue", queue_name(priority or Priority.LOW, get_settings())
-            )
-            priority = None
-        result: AgentResult = super().apply_async(
+            options.setdefault("queue", queue_name(priority or Priority.LOW, get_settings()))
+        else:
+            options["priority"] = priority
+        result = super().apply_async(
             (payload,),
             {},
             task_id=task_id or str(uuid.uuid4()),
@@ -99,21 +99,22 @@ class AgentTask(Task):  # type: ignore[misc]
             link=link,
             link_error=link_error,
             shadow=shadow,
-            priority=priority,
             **options,
         )
-        return result
+        return cast(AgentResult, result)
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:  # noqa: N802 (Celery's name)
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:
         """The result handle for `task_id`."""
-        return AgentResult(task_id, backend=self.backend, task_name=self.name, app=self.app, **kwargs)
+        return AgentResult(
+            task_id, backend=self.backend, task_name=self.name, app=self.app, **kwargs
+        )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Worker side: validate the context and run the agent on the shared loop."""
         agent_id = str(self.request.id)
         if getattr(self.request, "agentexec_revoked", False):
             raise Ignore()  # canceled while queued; see ActivityRecorder.on_task_prerun
-        recorder = self.app.agentexec_recorder
+        recorder = ActivityRecorder.of(self.app)
         try:
             context = self.validate_context(_single_context(self.name, args, kwargs))
             coroutine = self.agent_fn(uuid.UUID(agent_id), context)
@@ -192,6 +193,5 @@ def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> A
 
 def _short(exc: ValidationError) -> str:
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'context'}: {err['msg']}"
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'context'}: {err['msg']}" for err in exc.errors()
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.concurrency.thread import ApplyResult
-from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.concurrency import thread
+
+ApplyResult: Any = thread.ApplyResult  # type: ignore[attr-defined]
 
 
 class _CancellableResult(ApplyResult):  # type: ignore[misc]
@@ -18,11 +19,11 @@ class _CancellableResult(ApplyResult):  # type: ignore[misc]
         """The recorder cancels the coroutine; the thread then ends on its own."""
 
 
-class AgentThreadPool(ThreadTaskPool):  # type: ignore[misc]
+class AgentThreadPool(thread.TaskPool):
     """Celery's `threads` pool, where terminating a task cancels its agent coroutine."""
 
-    def on_apply(self, *args: Any, **kwargs: Any) -> ApplyResult:
-        result: ApplyResult = super().on_apply(*args, **kwargs)
+    def on_apply(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().on_apply(*args, **kwargs)
         return _CancellableResult(result.f)
 
     def terminate_job(self, pid: int, signal: int | None = None) -> None:

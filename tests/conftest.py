@@ -17,10 +17,10 @@ import pytest
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import create_engine, text
 
-from agentexec.config import get_settings  # noqa: E402
-from agentexec.testing.plugin import require_service  # noqa: E402
+from agentexec.config import get_settings
+from agentexec.testing.plugin import require_service
 
 # The pytest plugin imported agentexec before this file set the environment.
 get_settings.cache_clear()

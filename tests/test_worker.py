@@ -66,7 +66,8 @@ async def test_delay_from_another_process_is_tracked_like_enqueue(
         "r = sleep_agent.delay(SleepContext(label='from-delay', reports=1))\n"
         "print(r.id)\n"
     )
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", code],
         env={**os.environ, **agentexec_env, **APP_ENV},
         capture_output=True,
@@ -220,7 +221,9 @@ async def test_unknown_name_or_bad_context_publishes_nothing(
     client.close()
 
 
-async def test_results_unknown_and_timeout(agentexec_env: dict[str, str], sqlite_only: None) -> None:
+async def test_results_unknown_and_timeout(
+    agentexec_env: dict[str, str], sqlite_only: None
+) -> None:
     with pytest.raises(KeyError):
         await ax.get_result(uuid.uuid4(), timeout=1)
     with pytest.raises(KeyError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -24,7 +24,7 @@ from sqlalchemy.types import TypeDecorator
 from agentexec.config import get_settings
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Lifecycle of an agent run. The values are what the web app compares against."""
 
     #: Published, waiting for a worker.

@@ -28,7 +28,7 @@ def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None
     return ActivityDetail.model_validate(activity) if activity is not None else None
 
 
-def list(session: Session, page: int = 1, page_size: int = 20) -> ActivityPage:  # noqa: A001
+def list(session: Session, page: int = 1, page_size: int = 20) -> ActivityPage:
     """One page of runs, newest first. `page` starts at 1; `page_size` is capped at 500."""
     page = max(page, 1)
     page_size = min(max(page_size, 1), 500)

@@ -15,7 +15,8 @@ agent task. Where they fire:
 from __future__ import annotations
 
 import logging
-from typing import Any, Self
+import weakref
+from typing import Any, ClassVar, Self
 
 from celery import Celery, signals, states
 
@@ -38,11 +39,22 @@ TERMINAL_WAIT = 30.0
 class ActivityRecorder:
     """Connects every signal agentexec records activity from."""
 
+    _installed: ClassVar[weakref.WeakKeyDictionary[Celery, ActivityRecorder]] = (
+        weakref.WeakKeyDictionary()
+    )
+
     def __init__(self, app: Celery) -> None:
         self.app = app
 
+    @classmethod
+    def of(cls, app: Celery) -> ActivityRecorder:
+        """The recorder of `app`, installed on first use."""
+        recorder = cls._installed.get(app)
+        return recorder if recorder is not None else cls(app).install()
+
     def install(self) -> Self:
         """Connect the handlers; returns self."""
+        self._installed[self.app] = self
         for signal, handler in (
             (signals.before_task_publish, self.on_before_task_publish),
             (signals.task_prerun, self.on_task_prerun),

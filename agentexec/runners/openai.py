@@ -81,9 +81,7 @@ class OpenAIRunner(BaseAgentRunner):
         except MaxTurnsExceeded as exc:
             wrap_up = self._wrap_up_input(exc, max_turns)
         try:
-            return await Runner.run(
-                agent, wrap_up, max_turns=self.recovery_turns, **options
-            )
+            return await Runner.run(agent, wrap_up, max_turns=self.recovery_turns, **options)
         except MaxTurnsExceeded as exc:
             raise MaxTurnsError(max_turns, recovered=True) from exc
 
@@ -128,9 +126,7 @@ class OpenAIRunner(BaseAgentRunner):
                     await outcome
         return result
 
-    def _wrap_up_input(
-        self, exc: MaxTurnsExceeded, max_turns: int
-    ) -> list[TResponseInputItem]:
+    def _wrap_up_input(self, exc: MaxTurnsExceeded, max_turns: int) -> list[TResponseInputItem]:
         """The conversation so far plus the wrap-up instruction, or MaxTurnsError."""
         if not self.max_turns_recovery or exc.run_data is None:
             self.report_status(f"Stopped: reached the limit of {max_turns} turns")

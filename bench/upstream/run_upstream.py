@@ -129,12 +129,16 @@ def start_pool(workers: int, env: dict, logfile: Path, shutdown_timeout: int) ->
     return _pool_proc
 
 
-async def wait_workers_ready(proc: subprocess.Popen, logfile: Path, workers: int, timeout: float) -> float:
+async def wait_workers_ready(
+    proc: subprocess.Popen, logfile: Path, workers: int, timeout: float
+) -> float:
     """Wait until every worker process logged 'Worker i starting' (worker/pool.py:160)."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"pool exited early rc={proc.returncode}:\n{logfile.read_text()[-3000:]}")
+            raise RuntimeError(
+                f"pool exited early rc={proc.returncode}:\n{logfile.read_text()[-3000:]}"
+            )
         text = logfile.read_text(errors="replace")
         if all(f"Worker {i} starting" in text for i in range(workers)):
             return time.perf_counter() - t0
@@ -182,10 +186,11 @@ async def count_unfinished(agent_ids) -> int:
     """How many of `agent_ids` have a latest activity log that is QUEUED or RUNNING.
     Same query shape as upstream's Activity.get_active_count (activity/models.py:298-329),
     restricted to the given agents so orphaned activities (enqueue failures) don't count."""
-    from agentexec.activity.models import Activity, ActivityLog
     from agentexec.activity.status import Status
     from agentexec.core.db import get_session
     from sqlalchemy import func, select
+
+    from agentexec.activity.models import Activity, ActivityLog
 
     latest = select(
         ActivityLog.activity_id,
@@ -232,9 +237,10 @@ async def wait_all_done(r, tasks, t0: float, deadline: float, out: dict) -> None
 
 
 async def summarize(r, tasks, out: dict) -> None:
-    import agentexec as ax
     from agentexec.core.results import TaskFailure, _get_result
     from sqlalchemy import func, select
+
+    import agentexec as ax
 
     completed = failed = 0
     for t in tasks:
@@ -245,11 +251,14 @@ async def summarize(r, tasks, out: dict) -> None:
             completed += 1
     out["completed"] = completed
     out["failed"] = failed
-    from agentexec.activity.models import ActivityLog
     from agentexec.core.db import get_session
 
+    from agentexec.activity.models import ActivityLog
+
     async with get_session() as db:
-        rows = (await db.execute(select(ActivityLog.status, func.count()).group_by(ActivityLog.status))).all()
+        rows = (
+            await db.execute(select(ActivityLog.status, func.count()).group_by(ActivityLog.status))
+        ).all()
     out["activity_log_rows"] = {str(getattr(s, "value", s)): c for s, c in rows}
     lst = await ax.activity.list(page=1, page_size=1)
     out["activity_total"] = lst.total
@@ -257,10 +266,10 @@ async def summarize(r, tasks, out: dict) -> None:
 
 async def bench(args, out: dict, tmpdir: str) -> None:
     import redis.asyncio as aredis
+    import upstream_tasks
+    from agentexec.state import backend
 
     import agentexec as ax
-    import upstream_tasks  # noqa: F401  (creates ax.Pool -> configure_engine in this process)
-    from agentexec.state import backend
 
     out["openai_agents_scripted_model"] = upstream_tasks.HAVE_SCRIPTED_MODEL
     engine = upstream_tasks.pool._engine
@@ -304,18 +313,24 @@ async def bench(args, out: dict, tmpdir: str) -> None:
         out["pool_log"] = str(logfile)
         proc = start_pool(args.workers, env, logfile, shutdown_timeout=10)
         out["pool_pid"] = proc.pid
-        ready = await wait_workers_ready(proc, logfile, args.workers, timeout=min(120, args.timeout))
+        ready = await wait_workers_ready(
+            proc, logfile, args.workers, timeout=min(120, args.timeout)
+        )
         out["workers_ready_s"] = round(ready, 3)
 
         if args.mode == "throughput":
             name = "bench_agent"
-            contexts = [upstream_tasks.AgentInput(latency=args.latency, idx=i) for i in range(args.n)]
+            contexts = [
+                upstream_tasks.AgentInput(latency=args.latency, idx=i) for i in range(args.n)
+            ]
         else:
             name = "bench_noop"
             contexts = [upstream_tasks.NoopInput(idx=i) for i in range(args.n)]
 
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(ax.enqueue(name, c) for c in contexts), return_exceptions=True)
+        results = await asyncio.gather(
+            *(ax.enqueue(name, c) for c in contexts), return_exceptions=True
+        )
         enqueue_wall = time.perf_counter() - t0
         tasks = [t for t in results if not isinstance(t, BaseException)]
         errors = [t for t in results if isinstance(t, BaseException)]
@@ -349,21 +364,34 @@ async def bench(args, out: dict, tmpdir: str) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--mode", choices=["throughput", "noop", "enqueue"], required=True)
     p.add_argument("--n", type=int, default=20)
-    p.add_argument("--latency", type=float, default=0.2, help="simulated model latency per turn (s)")
+    p.add_argument(
+        "--latency", type=float, default=0.2, help="simulated model latency per turn (s)"
+    )
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--database-url", default=None, help="default: fresh sqlite file in a temp dir")
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/9",
-                   help="upstream scans the whole DB on every pop, so a dedicated DB index is best")
+    p.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/9",
+        help="upstream scans the whole DB on every pop, so a dedicated DB index is best",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="overall timeout (s)")
     p.add_argument("--warmup", type=int, default=5, help="enqueue mode: untimed warm-up enqueues")
-    p.add_argument("--redis-pool-size", type=int, default=None,
-                   help="AGENTEXEC_REDIS_POOL_SIZE (upstream default 10). Default here: max(10, n + 10), "
-                        "because with upstream's 10 a concurrent gather of enqueues fails with "
-                        "redis MaxConnectionsError; pass 10 to reproduce that")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (sqlite db, pool.log)")
+    p.add_argument(
+        "--redis-pool-size",
+        type=int,
+        default=None,
+        help="AGENTEXEC_REDIS_POOL_SIZE (upstream default 10). Default here: max(10, n + 10), "
+        "because with upstream's 10 a concurrent gather of enqueues fails with "
+        "redis MaxConnectionsError; pass 10 to reproduce that",
+    )
+    p.add_argument(
+        "--keep-tmp", action="store_true", help="keep the temp dir (sqlite db, pool.log)"
+    )
     args = p.parse_args()
 
     tmpdir = tempfile.mkdtemp(prefix="bench-upstream-")
@@ -384,7 +412,9 @@ def main() -> int:
     import agentexec
 
     if "site-packages" not in agentexec.__file__:
-        raise SystemExit(f"imported the wrong agentexec: {agentexec.__file__} (run with the upstream venv)")
+        raise SystemExit(
+            f"imported the wrong agentexec: {agentexec.__file__} (run with the upstream venv)"
+        )
 
     from importlib.metadata import version
 
@@ -418,7 +448,7 @@ def main() -> int:
         if kind == "postgresql":
             ensure_postgres_db(db_url)
         asyncio.run(asyncio.wait_for(bench(args, out, tmpdir), timeout=args.timeout + 30))
-    except BaseException as e:  # noqa: BLE001 - always report
+    except BaseException as e:
         out.setdefault("error", f"{type(e).__name__}: {e}"[:500])
         traceback.print_exc(file=sys.stderr)
         rc = 1

@@ -18,9 +18,10 @@ from uuid import UUID
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
-import agentexec as ax  # noqa: E402
-from agents import Agent, set_tracing_disabled  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from agents import Agent, set_tracing_disabled
+from pydantic import BaseModel
+
+import agentexec as ax
 
 set_tracing_disabled(True)
 

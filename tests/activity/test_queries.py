@@ -112,7 +112,10 @@ def test_guide_cleanup_sql_deletes_activities_with_their_logs(
     assert writer.flush()
     agentexec_session.execute(
         text("UPDATE agentexec_activity SET updated_at = :t WHERE agent_id = :a"),
-        {"t": utcnow() - timedelta(days=40), "a": old if store.get_engine().dialect.name == "postgresql" else old.hex},
+        {
+            "t": utcnow() - timedelta(days=40),
+            "a": old if store.get_engine().dialect.name == "postgresql" else old.hex,
+        },
     )
     agentexec_session.commit()
     # The guide's own statement: a plain string and a naive UTC datetime.
