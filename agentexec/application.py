@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, signals
 
 from agentexec.activity.recorder import ActivityRecorder
+from agentexec.backend import backend_url
 from agentexec.config import Settings, get_settings
 from agentexec.queues import declare_queues
 
@@ -22,7 +23,7 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
     """Celery settings for agent workloads. Each one has a reason; see DESIGN.md."""
     return {
         "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "result_backend": backend_url(settings.redis_url),
         # JSON on the wire, never pickle.
         "task_serializer": "json",
         "result_serializer": "json",

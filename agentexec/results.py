@@ -37,7 +37,7 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     key_id = str(parse_agent_id(agent_id))
     backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
-    client = _client(app.conf.result_backend)
+    client = _client(backend.url)
     deadline = time.monotonic() + timeout
     async with client.pubsub() as pubsub:
         # Subscribe before reading, so a result stored in between is not missed.

@@ -1,0 +1,5 @@
+"""`python -m agentexec` is the `agentexec` command."""
+
+from agentexec.cli import main
+
+main()

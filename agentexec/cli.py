@@ -1,0 +1,69 @@
+"""The `agentexec` command: a worker, a health check, table creation and the demo."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """agentexec: AI agents as Celery background tasks."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a worker: `celery -A agentexec worker`, with any extra arguments."""
+    from agentexec import app
+
+    app.worker_main(["worker", *ctx.args])
+
+
+@main.command()
+@click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait for workers.")
+def check(timeout: float) -> None:
+    """Health probe: Redis, the activity database and live workers. Exit code 1 on failure."""
+    from sqlalchemy import text
+
+    from agentexec import app, get_settings
+    from agentexec.activity import store
+    from agentexec.embedded import redis_answers
+
+    settings = get_settings()
+    ok = redis_answers(settings.redis_url, timeout)
+    click.echo(f"redis     {'ok' if ok else 'UNREACHABLE'}  {settings.redis_url}")
+    try:
+        with store.get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        click.echo(f"database  ok  {store.get_engine().url.render_as_string()}")
+    except Exception as exc:
+        ok = False
+        click.echo(f"database  UNREACHABLE  {exc}")
+    if ok:
+        replies = app.control.ping(timeout=timeout) or []
+        names = sorted(name for reply in replies for name in reply)
+        click.echo(f"workers   {len(names)}  {' '.join(names)}")
+    sys.exit(0 if ok else 1)
+
+
+@main.command("create-tables")
+def create_tables() -> None:
+    """Create the activity tables in DATABASE_URL (idempotent)."""
+    from agentexec.activity import store
+    from agentexec.activity.models import Base
+
+    engine = store.get_engine()
+    Base.metadata.create_all(engine)
+    click.echo(f"activity tables ready in {engine.url.render_as_string()}")
+
+
+@main.command()
+@click.option("--agents", default=6, show_default=True, help="How many agents to run.")
+@click.option("--flower", is_flag=True, help="Also start Flower on port 5555.")
+def demo(agents: int, flower: bool) -> None:
+    """Run research agents in the background and watch their activity (no setup needed)."""
+    from agentexec.demo import run
+
+    sys.exit(run(agents=agents, flower=flower))
