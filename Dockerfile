@@ -4,8 +4,8 @@ COPY --from=ghcr.io/astral-sh/uv:latest /uv /usr/local/bin/uv
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 COPY agentexec ./agentexec
-RUN uv sync --frozen --no-dev --extra postgres --no-install-project \
+RUN uv sync --frozen --no-dev --no-editable --extra postgres --no-install-project \
     && uv pip install --python .venv/bin/python fastapi uvicorn websockets
 COPY . .
-RUN uv sync --frozen --no-dev --extra postgres
+RUN uv sync --frozen --no-dev --no-editable --extra postgres
 ENV PATH="/app/.venv/bin:$PATH" PYTHONPATH=/app/examples/fastapi_app/src

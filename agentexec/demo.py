@@ -56,6 +56,7 @@ def _worker(tmp: Path, flower: bool) -> Iterator[None]:
 
     if not Path("celeryconfig.py").exists():
         raise SystemExit("run the demo from the repository root (where celeryconfig.py is)")
+    sys.path.insert(0, str(Path.cwd()))  # the example tasks live in ./tasks
     worker = WorkerProcess(celery_worker_argv(), os.environ, Path.cwd(), tmp / "worker.log")
     print("Worker:    celery -A agentexec worker ...", end="", flush=True)
     worker.start(ready_timeout=60)

@@ -13,11 +13,24 @@ from __future__ import annotations
 
 
 class AgentExecError(Exception):
-    """Base class of agentexec's errors."""
+    """Base class of agentexec's errors.
+
+    Leaf errors take structured fields; `__reduce__` rebuilds them from those fields, so
+    Celery stores them under their own name instead of the nearest base it can rebuild.
+    """
+
+    _fields: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        if not self._fields:
+            return type(self), self.args
+        return type(self), tuple(getattr(self, name) for name in self._fields)
 
 
 class UnknownTaskError(AgentExecError, KeyError):
     """No agent task is registered under this name in this process."""
+
+    _fields = ("name", "known")
 
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
@@ -35,6 +48,8 @@ class UnknownTaskError(AgentExecError, KeyError):
 class InvalidContextError(AgentExecError, ValueError):
     """The context does not validate against the task's context model."""
 
+    _fields = ("task_name", "detail")
+
     def __init__(self, task_name: str, detail: str) -> None:
         self.task_name = task_name
         self.detail = detail
@@ -43,6 +58,8 @@ class InvalidContextError(AgentExecError, ValueError):
 
 class InvalidAgentIdError(AgentExecError, KeyError):
     """The id is not a UUID, so no task can have it."""
+
+    _fields = ("agent_id",)
 
     def __init__(self, agent_id: object) -> None:
         self.agent_id = agent_id
@@ -54,6 +71,8 @@ class InvalidAgentIdError(AgentExecError, KeyError):
 
 class TaskError(AgentExecError):
     """The task did not produce a result."""
+
+    _fields = ("agent_id", "reason")
 
     def __init__(self, agent_id: str, reason: str) -> None:
         self.agent_id = agent_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -10,17 +11,19 @@ from typing import Any
 from celery import states
 from kombu import pools
 from kombu.utils.collections import eqhash
-from redis.asyncio import Redis
 
 from agentexec.activity.models import Status
 from agentexec.exceptions import TaskCanceledError, TaskFailedError
 from agentexec.ids import parse_agent_id
+from agentexec.listener import ResultListener
 
-#: Seconds between looks at the activity row while waiting, for runs that end without a
-#: result (canceled before they started, rejected, or lost with their worker).
-ACTIVITY_POLL = 1.0
+#: Seconds between looks at the activity row and the result key while waiting, doubling up
+#: to `MAX_POLL`. They catch runs that end without a result (canceled before they started,
+#: rejected, or lost with their worker) and any notification missed while reconnecting.
+FIRST_POLL = 1.0
+MAX_POLL = 10.0
 
-_clients: dict[asyncio.AbstractEventLoop, Redis] = {}
+_listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
 
 
 async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
@@ -37,14 +40,17 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     key_id = str(parse_agent_id(agent_id))
     backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
-    client = _client(backend.url)
+    listener = _listener(backend.url)
     deadline = time.monotonic() + timeout
-    async with client.pubsub() as pubsub:
-        # Subscribe before reading, so a result stored in between is not missed.
-        await pubsub.subscribe(key)
+    # Subscribe before reading, so a result stored in between is not missed.
+    stored = await listener.watch(key)
+    try:
         known = False  # a run once found keeps waiting, even if its row is deleted
+        poll = FIRST_POLL
         while True:
-            meta = await _read(client, key, backend)
+            stored.clear()
+            payload = await listener.client.get(key)
+            meta: dict[str, Any] | None = backend.decode(payload) if payload else None
             if meta is not None and meta["status"] in states.READY_STATES:
                 return _unwrap(key_id, meta)
             if meta is None:
@@ -58,18 +64,20 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"agent {key_id} did not finish within {timeout}s")
-            await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=min(remaining, ACTIVITY_POLL)
-            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stored.wait(), min(remaining, poll))
+            poll = min(poll * 2, MAX_POLL)
+    finally:
+        await listener.unwatch(key, stored)
 
 
 async def close_redis() -> None:
     """Close agentexec's Redis connections in this process. Safe to call more than once."""
     from agentexec.application import app
 
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
+    listener = _listeners.pop(asyncio.get_running_loop(), None)
+    if listener is not None:
+        await listener.close()
     await asyncio.to_thread(_close_sync, app)
 
 
@@ -89,22 +97,14 @@ def _close_sync(app: Any) -> None:
     connection.release()
 
 
-def _client(url: str) -> Redis:
+def _listener(url: str) -> ResultListener:
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        for stale in [lp for lp in _clients if lp.is_closed()]:
-            del _clients[stale]
-        client = _clients[loop] = Redis.from_url(url)
-    return client
-
-
-async def _read(client: Redis, key: str, backend: Any) -> dict[str, Any] | None:
-    payload = await client.get(key)
-    if payload is None:
-        return None
-    meta: dict[str, Any] = backend.decode(payload)
-    return meta
+    listener = _listeners.get(loop)
+    if listener is None:
+        for stale in [lp for lp in _listeners if lp.is_closed()]:
+            del _listeners[stale]
+        listener = _listeners[loop] = ResultListener(url)
+    return listener
 
 
 def _unwrap(agent_id: str, meta: dict[str, Any]) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -48,7 +48,27 @@ def agentexec_database_url(request: pytest.FixtureRequest, tmp_path: object) -> 
 
 
 @pytest.fixture
-def sqlite_only(agentexec_database_url: str) -> None:
+def sqlite_only() -> None:
     """Run a test on SQLite alone, where the database plays no part in what it checks."""
-    if not agentexec_database_url.startswith("sqlite"):
-        pytest.skip("database-independent; covered on SQLite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the PostgreSQL copies of tests that ask for `sqlite_only`."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        is_pg = params.get("agentexec_database_url") == "postgresql"
+        wants_sqlite = "sqlite_only" in getattr(item, "fixturenames", ())
+        (drop if is_pg and wants_sqlite else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+async def _close_agentexec_redis() -> AsyncIterator[None]:
+    """Close the test loop's Redis connections even when the test fails halfway."""
+    yield
+    import agentexec as ax
+
+    await ax.close_redis()

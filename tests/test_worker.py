@@ -19,7 +19,7 @@ from agentexec.testing.worker import wait_for
 
 APP_DIR = Path(__file__).parent / "apps" / "plainapp"
 sys.path.insert(0, str(APP_DIR))
-from myapp.worker import SleepContext  # noqa: E402
+from userapp.worker import SleepContext  # noqa: E402
 
 APP_ENV = {"PYTHONPATH": str(APP_DIR)}
 
@@ -40,7 +40,7 @@ def _status(session: Session, agent_id: uuid.UUID) -> ax.Status | None:
 async def test_celery_worker_dash_I_serves_a_plain_project(
     agentexec_worker: StartWorker, agentexec_session: Session
 ) -> None:
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
     task = await ax.enqueue("sleep_agent", SleepContext(label="a", reports=2))
     result = await ax.get_result(task.agent_id, timeout=30)
     assert result["label"] == "a"
@@ -60,9 +60,9 @@ async def test_celery_worker_dash_I_serves_a_plain_project(
 async def test_delay_from_another_process_is_tracked_like_enqueue(
     agentexec_worker: StartWorker, agentexec_session: Session, agentexec_env: dict[str, str]
 ) -> None:
-    agentexec_worker(module="myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker(module="userapp.worker", cwd=APP_DIR, env=APP_ENV)
     code = (
-        "from myapp.worker import sleep_agent, SleepContext\n"
+        "from userapp.worker import sleep_agent, SleepContext\n"
         "r = sleep_agent.delay(SleepContext(label='from-delay', reports=1))\n"
         "print(r.id)\n"
     )
@@ -87,7 +87,7 @@ async def test_delay_from_another_process_is_tracked_like_enqueue(
 
 
 async def test_pool_run_stops_gracefully_on_sigterm(agentexec_worker: StartWorker) -> None:
-    worker = agentexec_worker(module="myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    worker = agentexec_worker(module="userapp.worker", cwd=APP_DIR, env=APP_ENV)
     task = await ax.enqueue("sleep_agent", {"label": "before-stop"})
     assert (await ax.get_result(task.agent_id, timeout=30))["label"] == "before-stop"
     assert worker.stop() == 0
@@ -98,7 +98,7 @@ async def test_pool_run_stops_gracefully_on_sigterm(agentexec_worker: StartWorke
 async def test_high_priority_starts_before_queued_low(
     agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
 ) -> None:
-    agentexec_worker("-I", "myapp.worker", "--concurrency=2", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker("-I", "userapp.worker", "--concurrency=2", cwd=APP_DIR, env=APP_ENV)
     blockers = [
         await ax.enqueue("sleep_agent", {"seconds": 2, "label": f"block{i}"}) for i in range(2)
     ]
@@ -118,7 +118,7 @@ async def test_high_priority_starts_before_queued_low(
 async def test_fifty_sleeping_agents_overlap_on_one_process(
     agentexec_worker: StartWorker, sqlite_only: None
 ) -> None:
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)  # default slot count
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)  # default slot count
     tasks = await asyncio.gather(
         *(ax.enqueue("sleep_agent", {"seconds": 1, "label": str(i)}) for i in range(50))
     )
@@ -132,7 +132,7 @@ async def test_fifty_sleeping_agents_overlap_on_one_process(
 async def test_failure_is_recorded_and_the_worker_keeps_serving(
     agentexec_worker: StartWorker, agentexec_session: Session
 ) -> None:
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
     failing = await ax.enqueue("sleep_agent", {"fail": "model unavailable"})
     with pytest.raises(ax.TaskFailedError, match="RuntimeError: model unavailable"):
         await ax.get_result(failing.agent_id, timeout=30)
@@ -148,7 +148,7 @@ async def test_failure_is_recorded_and_the_worker_keeps_serving(
 async def test_invalid_context_that_bypassed_the_producer_ends_error(
     agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
 ) -> None:
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
     # send_task skips agentexec's producer-side validation; the worker still checks.
     result = ax.app.send_task(
         "sleep_agent", args=[{"seconds": "soon"}], queue=ax.get_settings().low_queue
@@ -169,7 +169,7 @@ async def test_task_unknown_to_the_worker_ends_error(
         return {}
 
     try:
-        agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+        agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
         task = await ax.enqueue("only_in_the_web_app", {})
         with pytest.raises(ax.TaskFailedError, match="only_in_the_web_app"):
             await ax.get_result(task.agent_id, timeout=30)
@@ -185,7 +185,7 @@ async def test_task_unknown_to_the_worker_ends_error(
 async def test_pickle_is_refused_and_the_worker_keeps_serving(
     agentexec_worker: StartWorker, agentexec_env: dict[str, str], sqlite_only: None
 ) -> None:
-    worker = agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    worker = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
     with ax.app.connection_for_write() as conn:
         conn.default_channel.basic_publish(
             conn.default_channel.prepare_message(
@@ -213,7 +213,7 @@ async def test_unknown_name_or_bad_context_publishes_nothing(
     with pytest.raises(ax.InvalidContextError, match="seconds"):
         await ax.enqueue("sleep_agent", {"seconds": -1})
     with pytest.raises(ax.InvalidContextError, match="seconds"):
-        from myapp.worker import sleep_agent
+        from userapp.worker import sleep_agent
 
         sleep_agent.delay({"seconds": "later"})
     assert [client.llen(q) for q in queues] == [0, 0]
@@ -243,7 +243,7 @@ async def test_cancel_running_and_queued(
     with pytest.raises(ax.TaskCanceledError):
         await ax.get_result(queued.agent_id, timeout=5)
 
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=APP_ENV)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
     running = await ax.enqueue("sleep_agent", {"seconds": 60, "label": "long"})
     wait_for(lambda: _status(agentexec_session, running.agent_id) is ax.Status.RUNNING, 30, "run")
     assert await ax.cancel(running.agent_id)
@@ -264,11 +264,11 @@ async def test_killed_worker_loses_no_task(
     agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
 ) -> None:
     env = {**APP_ENV, "AGENTEXEC_VISIBILITY_TIMEOUT": "3", "AGENTEXEC_RESTORE_INTERVAL": "1"}
-    first = agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=env)
+    first = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
     task = await ax.enqueue("sleep_agent", {"seconds": 4, "label": "survivor"})
     wait_for(lambda: _status(agentexec_session, task.agent_id) is ax.Status.RUNNING, 30, "run")
     first.kill()
-    agentexec_worker("-I", "myapp.worker", cwd=APP_DIR, env=env)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
     assert (await ax.get_result(task.agent_id, timeout=60))["label"] == "survivor"
     logs = _logs(agentexec_session, task.agent_id)
     assert ("RUNNING", "Task started") in logs

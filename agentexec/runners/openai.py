@@ -23,6 +23,8 @@ EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
 class MaxTurnsError(AgentExecError):
     """The agent used all its turns without a final answer."""
 
+    _fields = ("max_turns", "recovered")
+
     def __init__(self, max_turns: int, recovered: bool) -> None:
         self.max_turns = max_turns
         self.recovered = recovered

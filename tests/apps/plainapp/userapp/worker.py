@@ -1,6 +1,6 @@
 """A user's project as the tests see it: no celeryconfig.py, no tasks/ package.
 
-Served by `celery -A agentexec worker -I myapp.worker` or by `python -m myapp.worker`.
+Served by `celery -A agentexec worker -I userapp.worker` or by `python -m userapp.worker`.
 """
 
 from __future__ import annotations
