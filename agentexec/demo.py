@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,18 +63,17 @@ def _worker(tmp: Path, flower: bool) -> Iterator[None]:
     monitor = None
     if flower:
         argv = [sys.executable, "-m", "celery", "-A", "agentexec", "flower", "--port=5555"]
-        log = (tmp / "flower.log").open("wb")
-        monitor = subprocess.Popen(argv, env=os.environ, stdout=log, stderr=subprocess.STDOUT)
+        monitor = WorkerProcess(argv, os.environ, Path.cwd(), tmp / "flower.log")
+        monitor.start(ready=lambda: "Visit me at" in monitor.log() if monitor else False)
         print("Flower:    http://127.0.0.1:5555 (stays up until you press Ctrl+C)")
     try:
         yield
-        if monitor is not None:
+        if monitor is not None and monitor.process is not None:
             with contextlib.suppress(KeyboardInterrupt):
-                monitor.wait()
+                monitor.process.wait()
     finally:
         if monitor is not None:
-            monitor.terminate()
-            monitor.wait(10)
+            monitor.stop(10)
         worker.stop(30)
 
 

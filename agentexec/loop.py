@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine
@@ -50,9 +51,12 @@ class EventLoopThread:
         Raises:
             concurrent.futures.CancelledError: `cancel(key)` was called.
         """
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        if key is not None:
-            self._running[key] = future
+        loop = self.loop
+        with self._lock:
+            # Registered under the lock, so a cancel that races with the start still finds it.
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            if key is not None:
+                self._running[key] = future
         try:
             return future.result()
         finally:
@@ -61,21 +65,25 @@ class EventLoopThread:
 
     def cancel(self, key: str) -> bool:
         """Cancel the coroutine running under `key`. False when nothing runs under it."""
-        future = self._running.get(key)
+        with self._lock:
+            future = self._running.get(key)
         return future.cancel() if future is not None else False
 
     def is_running(self, key: str) -> bool:
         """Whether a coroutine runs under `key` in this process."""
-        return key in self._running
+        with self._lock:
+            return key in self._running
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what still runs, stop the loop and join its thread."""
+        """Cancel what still runs, let it unwind, stop the loop and join its thread."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or self._pid != os.getpid():
             return
-        for future in list(self._running.values()):
-            future.cancel()
-        loop.call_soon_threadsafe(loop.stop)
+        if loop.is_running():
+            drained = asyncio.run_coroutine_threadsafe(_cancel_all(), loop)
+            with contextlib.suppress(Exception):
+                drained.result(timeout)
+            loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not thread.is_alive():
             loop.close()
@@ -96,6 +104,14 @@ class EventLoopThread:
         ready.wait()
         self._loop = loop
         self._pid = os.getpid()
+
+
+async def _cancel_all() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 event_loop = EventLoopThread()

@@ -42,13 +42,15 @@ def test_cancel_by_key() -> None:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(runner.run, forever(), key="a")
-        assert entered.wait(10)
-        assert runner.is_running("a")
-        assert runner.cancel("a")
-        with pytest.raises(concurrent.futures.CancelledError):
-            future.result(10)
+        try:
+            assert entered.wait(10)
+            assert runner.is_running("a")
+            assert runner.cancel("a")
+            with pytest.raises(concurrent.futures.CancelledError):
+                future.result(10)
+        finally:
+            runner.stop()  # never leave the pool thread parked on a coroutine
     assert not runner.cancel("a")
-    runner.stop()
 
 
 def test_exceptions_reach_the_caller() -> None:

@@ -16,7 +16,7 @@ READY_MARK = " ready."
 
 
 class WorkerProcess:
-    """A worker subprocess whose output goes to a log file you can read while it runs.
+    """A worker (or Flower) subprocess whose output goes to a log file you can read.
 
     Args:
         argv: the command, such as `celery -A agentexec worker`.
@@ -34,8 +34,10 @@ class WorkerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout: float = 60.0) -> WorkerProcess:
-        """Start the process and wait until Celery says it is ready."""
+    def start(
+        self, ready_timeout: float = 60.0, ready: Callable[[], bool] | None = None
+    ) -> WorkerProcess:
+        """Start the process and wait until `ready()` (default: Celery says it is ready)."""
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
@@ -47,9 +49,9 @@ class WorkerProcess:
                 start_new_session=True,
             )
         wait_for(
-            lambda: READY_MARK in self.log(),
+            ready or (lambda: READY_MARK in self.log()),
             ready_timeout,
-            f"worker ready: {' '.join(self.argv)}",
+            f"ready: {' '.join(self.argv)}",
             on_timeout=self.log,
             abort=lambda: self.process is not None and self.process.poll() is not None,
         )

@@ -401,6 +401,9 @@ def test_guide_tests_pass_unchanged(tmp_path: Path) -> None:
         # As strict as this repository's own configuration.
         "-W",
         "error",
+        # agentexec's editable install (this repository's venv) loads its import hook first.
+        "-W",
+        "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
         "-o",
         "asyncio_default_fixture_loop_scope=function",
     ]
