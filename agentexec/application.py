@@ -47,7 +47,9 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         # Agents wait on models: many cheap thread slots per process, one shared loop.
-        "worker_pool": "agentexec.workerpool:AgentThreadPool",
+        "worker_pool": (
+            "agentexec.workerpool:AgentThreadPool" if settings.pool == "threads" else settings.pool
+        ),
         "worker_concurrency": settings.num_workers,
         # Flower.
         "worker_send_task_events": settings.task_events,

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     num_workers: int = Field(default=100, ge=1)
     """Concurrent agent slots per worker process. A slot is a parked thread, not a process."""
 
+    pool: str = "threads"
+    """Worker pool: `threads` (agentexec's thread pool, one shared loop per process) or any
+    Celery pool name such as `prefork`. Celery's `-P prefork` flag cannot override a configured
+    pool (it looks like the default), so choose prefork here."""
+
     queue_prefix: str = "agentexec"
     """Prefix of the HIGH and LOW queue names, so they never clash with a user's own queues."""
 

@@ -275,3 +275,24 @@ async def test_killed_worker_loses_no_task(
     assert ("RUNNING", "Task started again (redelivered)") in logs
     assert logs[-1] == ("COMPLETE", "Task completed")
     await ax.close_redis()
+
+
+async def test_prefork_pool_and_a_lost_child(
+    agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
+) -> None:
+    env = {**APP_ENV, "AGENTEXEC_POOL": "prefork"}
+    worker = agentexec_worker("-I", "userapp.worker", "-c", "1", cwd=APP_DIR, env=env)
+    ok = await ax.enqueue("sleep_agent", {"label": "in-a-child"})
+    result = await ax.get_result(ok.agent_id, timeout=30)
+    assert result["pid"] != worker.pid  # ran in a forked child, on that child's own loop
+    doomed = await ax.enqueue("sleep_agent", {"seconds": 3, "label": "child-killed"})
+    wait_for(lambda: _status(agentexec_session, doomed.agent_id) is ax.Status.RUNNING, 30, "run")
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    assert children, "prefork worker has no child"
+    os.kill(int(children[0]), 9)
+    # task_reject_on_worker_lost: the message goes back on the queue and runs again.
+    assert (await ax.get_result(doomed.agent_id, timeout=60))["label"] == "child-killed"
+    wait_for(lambda: _status(agentexec_session, doomed.agent_id) is ax.Status.COMPLETE, 10, "done")
+    messages = [m for _, m in _logs(agentexec_session, doomed.agent_id)]
+    assert messages.count("Task completed") == 1
+    assert "Task started again (redelivered)" in messages
