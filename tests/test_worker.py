@@ -287,7 +287,7 @@ async def test_prefork_pool_and_a_lost_child(
     assert result["pid"] != worker.pid  # ran in a forked child, on that child's own loop
     doomed = await ax.enqueue("sleep_agent", {"seconds": 3, "label": "child-killed"})
     wait_for(lambda: _status(agentexec_session, doomed.agent_id) is ax.Status.RUNNING, 30, "run")
-    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    children = _children(worker.pid)
     assert children, "prefork worker has no child"
     os.kill(int(children[0]), 9)
     # task_reject_on_worker_lost: the message goes back on the queue and runs again.
@@ -296,3 +296,7 @@ async def test_prefork_pool_and_a_lost_child(
     messages = [m for _, m in _logs(agentexec_session, doomed.agent_id)]
     assert messages.count("Task completed") == 1
     assert "Task started again (redelivered)" in messages
+
+
+def _children(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
