@@ -123,8 +123,7 @@ class AgentTask(Task[Any, Any]):
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
             raise Ignore() from None
         except Exception as exc:
-            if not self._will_retry(exc):
-                recorder.finished(self, exc)
+            recorder.finished(self, exc, retrying=self._will_retry(exc))
             raise
         recorder.finished(self)
         return value

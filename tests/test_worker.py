@@ -300,3 +300,18 @@ async def test_prefork_pool_and_a_lost_child(
 
 def _children(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+async def test_retry_requeues_the_same_run(
+    agentexec_worker: StartWorker, agentexec_session: Session, tmp_path: Path
+) -> None:
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
+    task = await ax.enqueue("flaky_agent", {"marker": str(tmp_path / "marker")})
+    assert await ax.get_result(task.agent_id, timeout=30) == {"attempts": 2}
+    logs = _logs(agentexec_session, task.agent_id)
+    assert logs[0] == ("QUEUED", "Task queued")
+    assert ("QUEUED", "Retry 1 queued") in logs
+    assert ("QUEUED", "Attempt failed, retrying: RuntimeError: first attempt fails") in logs
+    assert [m for _, m in logs].count("Task started") == 2
+    assert logs[-1] == ("COMPLETE", "Task completed")
+    assert ax.activity.list(agentexec_session).total == 1

@@ -93,7 +93,7 @@ class ActivityRecorder:
             agent_type=str(sender),
         )
         # Synchronous: the row must exist before the message can reach a worker.
-        store.write([entry], [entry], reset=True)
+        store.record_queued(entry)
 
     # Worker, task process
 
@@ -116,17 +116,23 @@ class ActivityRecorder:
         )
         writer.submit(entry, ensure=True)
 
-    def finished(self, task: Any, error: BaseException | None = None) -> None:
+    def finished(
+        self, task: Any, error: BaseException | None = None, *, retrying: bool = False
+    ) -> None:
         """Record a run's end from inside the task body, before Celery stores its result.
 
         Celery stores the result before it sends `task_success` or `task_failure`, so a
         client could see the result while the activity still says RUNNING. The body calls
         this first; the signal handlers then skip the runs it has recorded.
         """
+        # The run's RUNNING entry (which creates a missing row) is ahead in the writer's queue.
         if error is None:
-            self._terminal(task.request.id, Status.COMPLETE, "Task completed", 100)
+            self._terminal(task.request.id, Status.COMPLETE, "Task completed", 100, ensure=False)
+        elif retrying:
+            message = f"Attempt failed, retrying: {describe(error)}"
+            self._terminal(task.request.id, Status.QUEUED, message, ensure=False)
         else:
-            self._terminal(task.request.id, Status.ERROR, describe(error))
+            self._terminal(task.request.id, Status.ERROR, describe(error), ensure=False)
         task.request.agentexec_recorded = True
 
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
@@ -146,8 +152,11 @@ class ActivityRecorder:
     def on_task_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     ) -> None:
-        if self.is_agent_task(sender) and request is not None:
-            self._terminal(request.id, Status.QUEUED, f"Retrying: {reason}")
+        # The task body logged the failed attempt before the retry was published, and the
+        # publish logged "Retry N queued". Writing here would race with the next attempt,
+        # which may already have finished, and leave the run looking QUEUED.
+        if self.is_agent_task(sender) and not _recorded(sender):
+            logger.info("agent %s retrying: %s", getattr(request, "id", "?"), reason)
 
     # Worker, main process
 
@@ -190,10 +199,16 @@ class ActivityRecorder:
         writer.submit(Entry(parse_agent_id(agent_id), Status(status), message, percentage))
 
     def _terminal(
-        self, task_id: Any, status: Status, message: str, percentage: int | None = None
+        self,
+        task_id: Any,
+        status: Status,
+        message: str,
+        percentage: int | None = None,
+        *,
+        ensure: bool = True,
     ) -> None:
         entry = Entry(parse_agent_id(task_id), status, message, percentage)
-        if not writer.submit(entry, ensure=True, wait=TERMINAL_WAIT):
+        if not writer.submit(entry, ensure=ensure, wait=TERMINAL_WAIT):
             logger.error("activity for %s not committed within %ss", task_id, TERMINAL_WAIT)
 
     def _from_message(self, message: Any, reason: str) -> None:

@@ -101,10 +101,12 @@ def _insert_for(conn: Connection) -> Any:
     return None
 
 
-def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool) -> None:
+def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool) -> bool:
     """Insert an activity row for each entry that has none.
 
-    With `reset`, an existing row takes the entry's status too (a retry re-queues its run).
+    With `reset`, an existing row takes the entry's status, message and time too (a retry
+    re-queues its run). Returns False when the dialect could not do that in the same
+    statement, so the caller still has to point existing rows at their entries.
     """
     rows = [
         {
@@ -123,14 +125,20 @@ def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool
     if dialect_insert is not None:
         stmt = dialect_insert(Activity)
         if reset:
+            excluded = stmt.excluded
             stmt = stmt.on_conflict_do_update(
                 index_elements=[Activity.agent_id],
-                set_={"status": stmt.excluded.status, "updated_at": stmt.excluded.updated_at},
+                set_={
+                    "status": excluded.status,
+                    "latest_log": excluded.latest_log,
+                    "latest_completion_percentage": excluded.latest_completion_percentage,
+                    "updated_at": excluded.updated_at,
+                },
             )
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=[Activity.agent_id])
         conn.execute(stmt, rows)
-        return
+        return True
     existing = {
         row[0]
         for row in conn.execute(
@@ -142,6 +150,7 @@ def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool
     fresh = [r for r in rows if r["agent_id"] not in existing]
     if fresh:
         conn.execute(insert(Activity), fresh)
+    return not (reset and existing)
 
 
 _update_latest = (
@@ -165,6 +174,11 @@ def append(conn: Connection, entries: Iterable[Entry]) -> None:
     entries = list(entries)
     if not entries:
         return
+    _insert_logs(conn, entries)
+    _point_latest(conn, entries)
+
+
+def _insert_logs(conn: Connection, entries: list[Entry]) -> None:
     conn.execute(
         insert(ActivityLog),
         [
@@ -178,6 +192,9 @@ def append(conn: Connection, entries: Iterable[Entry]) -> None:
             for e in entries
         ],
     )
+
+
+def _point_latest(conn: Connection, entries: list[Entry]) -> None:
     newest: dict[uuid.UUID, Entry] = {}
     percentage: dict[uuid.UUID, int | None] = {}
     for e in entries:
@@ -200,12 +217,18 @@ def append(conn: Connection, entries: Iterable[Entry]) -> None:
     )
 
 
-def write(entries: list[Entry], missing: list[Entry] | None = None, reset: bool = False) -> None:
-    """Write log entries in one transaction, first creating activity rows for `missing`.
-
-    With `reset`, rows of `missing` that exist take their entry's status (a re-queued run).
-    """
+def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
+    """Write log entries in one transaction, first creating activity rows for `missing`."""
     with get_engine().begin() as conn:
         if missing:
-            ensure_activities(conn, missing, reset=reset)
+            ensure_activities(conn, missing, reset=False)
         append(conn, entries)
+
+
+def record_queued(entry: Entry) -> None:
+    """Create or re-queue a run's activity and log it, in one transaction (the publish path)."""
+    with get_engine().begin() as conn:
+        if ensure_activities(conn, [entry], reset=True):
+            _insert_logs(conn, [entry])
+        else:
+            append(conn, [entry])

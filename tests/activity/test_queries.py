@@ -20,7 +20,7 @@ def _queued(agent_type: str = "research", created_at: object = None) -> uuid.UUI
     entry = Entry(agent_id, ax.Status.QUEUED, "Task queued", agent_type=agent_type)
     if created_at is not None:
         entry.created_at = created_at
-    store.write([entry], [entry], reset=True)
+    store.record_queued(entry)
     return agent_id
 
 

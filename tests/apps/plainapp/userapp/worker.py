@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -33,6 +34,20 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
     if context.fail:
         raise RuntimeError(context.fail)
     return {"label": context.label, "started": started, "ended": time.time(), "pid": os.getpid()}
+
+
+class FlakyContext(BaseModel):
+    marker: str
+
+
+@pool.task("flaky_agent", autoretry_for=(RuntimeError,), max_retries=2, default_retry_delay=0)
+async def flaky_agent(agent_id: UUID, context: FlakyContext) -> dict[str, object]:
+    """Fails its first attempt (no marker file yet), succeeds on the retry."""
+    marker = Path(context.marker)
+    if not marker.exists():  # noqa: ASYNC240 (a test fixture, not a served agent)
+        marker.write_text("attempted")  # noqa: ASYNC240
+        raise RuntimeError("first attempt fails")
+    return {"attempts": 2}
 
 
 if __name__ == "__main__":
