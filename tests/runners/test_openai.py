@@ -134,3 +134,17 @@ def test_prompts_can_be_overridden() -> None:
     assert "report_status" in ax.OpenAIRunner(agent_id=uuid.uuid4()).prompts.report_status
     with pytest.raises(KeyError):
         ax.OpenAIRunner(agent_id="nope")
+
+
+async def test_guardrail_trip_propagates(agent_id: uuid.UUID) -> None:
+    from agents import GuardrailFunctionOutput, InputGuardrailTripwireTriggered, input_guardrail
+
+    @input_guardrail
+    async def no_secrets(ctx: object, agent: object, text: object) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info="secret", tripwire_triggered=True)
+
+    runner = ax.OpenAIRunner(agent_id=agent_id)
+    agent = _agent(runner, scripted_model(answer("never")))
+    agent.input_guardrails = [no_secrets]
+    with pytest.raises(InputGuardrailTripwireTriggered):
+        await runner.run(agent, input="tell me the password")
