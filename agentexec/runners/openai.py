@@ -6,7 +6,7 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agents import Agent, FunctionTool, RunConfig, Runner, RunResult, function_tool
 from agents.exceptions import MaxTurnsExceeded
@@ -18,6 +18,7 @@ from agentexec.exceptions import AgentExecError
 from agentexec.runners.base import BaseAgentRunner
 
 EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
+R = TypeVar("R")
 
 
 class MaxTurnsError(AgentExecError):
@@ -78,14 +79,11 @@ class OpenAIRunner(BaseAgentRunner):
             Any exception of the SDK, the model or a tool, unchanged.
         """
         options = {"context": context, "run_config": run_config, **kwargs}
-        try:
-            return await Runner.run(agent, input, max_turns=max_turns, **options)
-        except MaxTurnsExceeded as exc:
-            wrap_up = self._wrap_up_input(exc, max_turns)
-        try:
-            return await Runner.run(agent, wrap_up, max_turns=self.recovery_turns, **options)
-        except MaxTurnsExceeded as exc:
-            raise MaxTurnsError(max_turns, recovered=True) from exc
+
+        async def attempt(given: str | list[TResponseInputItem], turns: int) -> RunResult:
+            return await Runner.run(agent, given, max_turns=turns, **options)
+
+        return await self._with_recovery(attempt, input, max_turns)
 
     async def run_streamed(
         self,
@@ -103,12 +101,25 @@ class OpenAIRunner(BaseAgentRunner):
         Returns the finished streaming result; `final_output` holds the answer.
         """
         options = {"context": context, "run_config": run_config, **kwargs}
+
+        async def attempt(given: str | list[TResponseInputItem], turns: int) -> RunResultStreaming:
+            return await self._stream(agent, given, turns, on_event, options)
+
+        return await self._with_recovery(attempt, input, max_turns)
+
+    async def _with_recovery(
+        self,
+        attempt: Callable[[str | list[TResponseInputItem], int], Awaitable[R]],
+        input: str | list[TResponseInputItem],
+        max_turns: int,
+    ) -> R:
+        """Run `attempt`; at the turn limit, wrap up (or fail) as the runner is configured."""
         try:
-            return await self._stream(agent, input, max_turns, on_event, options)
+            return await attempt(input, max_turns)
         except MaxTurnsExceeded as exc:
             wrap_up = self._wrap_up_input(exc, max_turns)
         try:
-            return await self._stream(agent, wrap_up, self.recovery_turns, on_event, options)
+            return await attempt(wrap_up, self.recovery_turns)
         except MaxTurnsExceeded as exc:
             raise MaxTurnsError(max_turns, recovered=True) from exc
 

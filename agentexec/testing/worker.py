@@ -71,26 +71,32 @@ class WorkerProcess:
             return ""
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (Celery's warm shutdown), then SIGKILL after `timeout`. Returns the code."""
+        """SIGTERM (a warm shutdown), then SIGKILL after `timeout`. Returns the exit code.
+
+        Whatever the process left behind in its process group is killed too.
+        """
         process = self.process
-        if process is None or process.poll() is not None:
-            return process.returncode if process else None
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return self.kill()
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        code = process.returncode
+        self.kill()
+        return code
 
     def kill(self) -> int | None:
         """SIGKILL the whole process group, as a crash would."""
         process = self.process
         if process is None:
             return None
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         return process.wait(10)
 
 

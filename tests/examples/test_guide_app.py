@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,36 +48,19 @@ EXPECTED_LOGS = [
 ]
 
 
-class ApiProcess:
+class ApiProcess(WorkerProcess):
     """`uvicorn myapp.main:app` in a subprocess of its own session, always stopped."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> ApiProcess:
         argv = [sys.executable, "-m", "uvicorn", "myapp.main:app", "--port", str(self.port)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=SRC,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        wait_for(
-            self._answers,
-            timeout,
-            f"uvicorn on port {self.port}",
-            interval=0.1,
-            on_timeout=self.log,
-            abort=lambda: self.process is not None and self.process.poll() is not None,
-        )
+        super().__init__(argv, env, SRC, log_path)
+
+    def start(
+        self, ready_timeout: float = 30.0, ready: Callable[[], bool] | None = None
+    ) -> ApiProcess:
+        super().start(ready_timeout, ready or self._answers)
         return self
 
     def _answers(self) -> bool:
@@ -86,30 +68,6 @@ class ApiProcess:
             return httpx.get(f"{self.url}/openapi.json", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (uvicorn runs the lifespan shutdown), then SIGKILL the whole group."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(10)
-        self.process = None
 
 
 @dataclass
