@@ -6,13 +6,24 @@ from `DATABASE_URL`. Nothing connects until the first write or read.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, insert, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentexec.activity.models import Activity, ActivityLog, Status, utcnow
@@ -76,7 +87,9 @@ def _create(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip on every checkout, on the publish path. Stale
+    # connections are recycled instead, and a failed write is retried by the writer.
+    return create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
 
 
 @dataclass(slots=True)
@@ -92,13 +105,38 @@ class Entry:
     created_at: Any = field(default_factory=utcnow)
 
 
-def _insert_for(conn: Connection) -> Any:
-    name = conn.dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    return None
+@functools.cache
+def _upsert(dialect: str, reset: bool) -> Any:
+    """INSERT ... ON CONFLICT for `dialect`, built once; None where there is no such thing."""
+    dialect_insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if dialect_insert is None:
+        return None
+    stmt = dialect_insert(Activity)
+    if not reset:
+        return stmt.on_conflict_do_nothing(index_elements=[Activity.agent_id])
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[Activity.agent_id],
+        set_={
+            "status": excluded.status,
+            "latest_log": excluded.latest_log,
+            "latest_completion_percentage": excluded.latest_completion_percentage,
+            "updated_at": excluded.updated_at,
+        },
+    )
+
+
+def _activity_row(e: Entry) -> dict[str, Any]:
+    return {
+        "agent_id": e.agent_id,
+        "agent_type": e.agent_type or "unknown",
+        "status": e.status,
+        "latest_completion_percentage": e.percentage,
+        "latest_log": e.message,
+        "worker": e.worker,
+        "created_at": e.created_at,
+        "updated_at": e.created_at,
+    }
 
 
 def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool) -> bool:
@@ -108,35 +146,9 @@ def ensure_activities(conn: Connection, entries: Sequence[Entry], *, reset: bool
     re-queues its run). Returns False when the dialect could not do that in the same
     statement, so the caller still has to point existing rows at their entries.
     """
-    rows = [
-        {
-            "agent_id": e.agent_id,
-            "agent_type": e.agent_type or "unknown",
-            "status": e.status,
-            "latest_completion_percentage": e.percentage,
-            "latest_log": e.message,
-            "worker": e.worker,
-            "created_at": e.created_at,
-            "updated_at": e.created_at,
-        }
-        for e in entries
-    ]
-    dialect_insert = _insert_for(conn)
-    if dialect_insert is not None:
-        stmt = dialect_insert(Activity)
-        if reset:
-            excluded = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[Activity.agent_id],
-                set_={
-                    "status": excluded.status,
-                    "latest_log": excluded.latest_log,
-                    "latest_completion_percentage": excluded.latest_completion_percentage,
-                    "updated_at": excluded.updated_at,
-                },
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=[Activity.agent_id])
+    rows = [_activity_row(e) for e in entries]
+    stmt = _upsert(conn.dialect.name, reset)
+    if stmt is not None:
         conn.execute(stmt, rows)
         return True
     existing = {
@@ -217,6 +229,38 @@ def _point_latest(conn: Connection, entries: list[Entry]) -> None:
     )
 
 
+@functools.cache
+def _queued_pg() -> Any:
+    upsert = (
+        _upsert("postgresql", True)
+        .values({name: bindparam(name) for name in _ACTIVITY_COLUMNS})
+        .returning(Activity.agent_id)
+        .cte("queued")
+    )
+    log = select(
+        upsert.c.agent_id,
+        bindparam("message", type_=ActivityLog.message.type),
+        bindparam("status", type_=ActivityLog.status.type),
+        bindparam("latest_completion_percentage", type_=ActivityLog.completion_percentage.type),
+        bindparam("created_at", type_=ActivityLog.created_at.type),
+    )
+    return insert(ActivityLog).from_select(
+        ["agent_id", "message", "status", "completion_percentage", "created_at"], log
+    )
+
+
+_ACTIVITY_COLUMNS = (
+    "agent_id",
+    "agent_type",
+    "status",
+    "latest_completion_percentage",
+    "latest_log",
+    "worker",
+    "created_at",
+    "updated_at",
+)
+
+
 def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
     """Write log entries in one transaction, first creating activity rows for `missing`."""
     with get_engine().begin() as conn:
@@ -228,7 +272,11 @@ def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
 def record_queued(entry: Entry) -> None:
     """Create or re-queue a run's activity and log it, in one transaction (the publish path)."""
     with get_engine().begin() as conn:
-        if ensure_activities(conn, [entry], reset=True):
+        if conn.dialect.name == "postgresql":
+            # One round trip: the upsert and the log row in a single statement.
+            row = _activity_row(entry)
+            conn.execute(_queued_pg(), {**row, "message": entry.message})
+        elif ensure_activities(conn, [entry], reset=True):
             _insert_logs(conn, [entry])
         else:
             append(conn, [entry])
