@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     table_prefix: str = "agentexec_"
     """Prefix of the activity tables (`agentexec_activity`, `agentexec_activity_log`)."""
 
+    synchronous_commit: bool = False
+    """On PostgreSQL, wait for each activity write to be flushed to disk before going on.
+    Off by default: a database server crash can then lose the last fraction of a second of
+    activity rows (a lost QUEUED row is recreated when the run starts), and enqueue saves
+    the WAL flush, about a millisecond."""
+
     result_expires: int = 86_400
     """Seconds a result stays in the Redis result backend."""
 

@@ -21,7 +21,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -230,24 +232,29 @@ def _point_latest(conn: Connection, entries: list[Entry]) -> None:
 
 
 @functools.cache
-def _queued_pg() -> Any:
+def _queued_pg(synchronous: bool) -> Any:
     upsert = (
         _upsert("postgresql", True)
         .values({name: bindparam(name) for name in _ACTIVITY_COLUMNS})
         .returning(Activity.agent_id)
         .cte("queued")
     )
+    commit = select(
+        func.set_config("synchronous_commit", "on" if synchronous else "off", True).label("v")
+    ).cte("commit_mode")
     log = select(
         upsert.c.agent_id,
         bindparam("message", type_=ActivityLog.message.type),
         bindparam("status", type_=ActivityLog.status.type),
         bindparam("latest_completion_percentage", type_=ActivityLog.completion_percentage.type),
         bindparam("created_at", type_=ActivityLog.created_at.type),
-    )
+    ).select_from(upsert.join(commit, literal(True)))
     return insert(ActivityLog).from_select(
         ["agent_id", "message", "status", "completion_percentage", "created_at"], log
     )
 
+
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 _ACTIVITY_COLUMNS = (
     "agent_id",
@@ -264,6 +271,8 @@ _ACTIVITY_COLUMNS = (
 def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
     """Write log entries in one transaction, first creating activity rows for `missing`."""
     with get_engine().begin() as conn:
+        if conn.dialect.name == "postgresql" and not get_settings().synchronous_commit:
+            conn.execute(_ASYNC_COMMIT)
         if missing:
             ensure_activities(conn, missing, reset=False)
         append(conn, entries)
@@ -273,9 +282,9 @@ def record_queued(entry: Entry) -> None:
     """Create or re-queue a run's activity and log it, in one transaction (the publish path)."""
     with get_engine().begin() as conn:
         if conn.dialect.name == "postgresql":
-            # One round trip: the upsert and the log row in a single statement.
-            row = _activity_row(entry)
-            conn.execute(_queued_pg(), {**row, "message": entry.message})
+            # One round trip: commit mode, upsert and log row in a single statement.
+            statement = _queued_pg(get_settings().synchronous_commit)
+            conn.execute(statement, {**_activity_row(entry), "message": entry.message})
         elif ensure_activities(conn, [entry], reset=True):
             _insert_logs(conn, [entry])
         else:
