@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,7 @@ def test_postgres_activity_writes_skip_the_wal_flush(
     agentexec_database_url: str, agentexec_session: Session
 ) -> None:
     if not agentexec_database_url.startswith("postgresql"):
-        return  # SQLite has no such setting; its journal is configured per connection
+        pytest.skip("PostgreSQL only: SQLite has no synchronous_commit")
     with store.get_engine().begin() as conn:
         entry = Entry(uuid.uuid4(), ax.Status.QUEUED, "Task queued", agent_type="t")
         conn.execute(store._queued_pg(False), {**store._activity_row(entry), "message": "x"})
