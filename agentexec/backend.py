@@ -1,15 +1,23 @@
-"""Celery's Redis result backend, without the subscription on every publish.
+"""Celery's Redis result backend, tuned for many agents per process.
 
-Celery's Redis backend subscribes the *producer* to each task's result channel as the task is
-published, in case the caller later blocks on `AsyncResult.get()`. A web app that enqueues
-agents never does: it reads results with `ax.get_result`, which subscribes when asked. The
-early subscription costs a round trip on every enqueue, and the messages it collects are never
-read. `AsyncResult.get()` still works: it subscribes itself before it waits.
+Two changes to `celery.backends.redis.RedisBackend`:
+
+- No subscription on every publish. Celery's Redis backend subscribes the *producer* to each
+  task's result channel as the task is published, in case the caller later blocks on
+  `AsyncResult.get()`. A web app that enqueues agents never does: it reads results with
+  `ax.get_result`, which subscribes when asked. The early subscription costs a round trip on
+  every enqueue, and the messages it collects are never read. `AsyncResult.get()` still
+  works: it subscribes itself before it waits.
+- One connection pool per process. Celery keeps a backend per thread, and each opens its own
+  pool; with agentexec's thread slots that is a Redis connection (and its handshake) per
+  slot. The backends of one process share a pool here, keyed by connection parameters.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import threading
+from typing import Any, ClassVar
 
 from celery.backends.redis import RedisBackend
 
@@ -17,8 +25,19 @@ from celery.backends.redis import RedisBackend
 class AgentRedisBackend(RedisBackend):
     """The Redis result backend agentexec configures by default."""
 
+    _pools: ClassVar[dict[tuple[int, str], Any]] = {}
+    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Subscribe later, when someone waits for the result."""
+
+    def _get_pool(self, **params: Any) -> Any:
+        key = (os.getpid(), repr(sorted(params.items())))  # a forked child gets its own
+        with self._pools_lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = super()._get_pool(**params)  # type: ignore[misc]
+            return pool
 
 
 def backend_url(redis_url: str) -> str:

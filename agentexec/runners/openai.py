@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from agents import Agent, FunctionTool, RunConfig, Runner, RunResult, function_tool
+from agents import Agent, FunctionTool, RunConfig, Runner, RunResult
 from agents.exceptions import MaxTurnsExceeded
 from agents.items import TResponseInputItem
 from agents.result import RunResultStreaming
 from agents.stream_events import StreamEvent
+from pydantic import BaseModel, ValidationError
 
 from agentexec.exceptions import AgentExecError
 from agentexec.runners.base import BaseAgentRunner
@@ -159,16 +160,44 @@ class OpenAIRunner(BaseAgentRunner):
         return history
 
     def _report_status_tool(self) -> FunctionTool:
-        runner = self
+        # Built by hand rather than with @function_tool, which inspects the signature and
+        # builds a pydantic model on every call: that is per agent run, on the shared loop.
+        async def invoke(context: Any, arguments: str) -> str:
+            try:
+                report = _ReportStatusArgs.model_validate_json(arguments or "{}")
+            except ValidationError as exc:
+                return f"Error: invalid arguments for report_status: {exc.errors()[0]['msg']}"
+            return self.report_status(report.message, report.percentage)
 
-        @function_tool(name_override="report_status")
-        def report_status(message: str, percentage: int) -> str:
-            """Tell the user what you are doing now and how far along the whole task is.
+        return FunctionTool(
+            name="report_status",
+            description=_REPORT_STATUS_DESCRIPTION,
+            params_json_schema=_REPORT_STATUS_SCHEMA,
+            on_invoke_tool=invoke,
+            strict_json_schema=True,
+        )
 
-            Args:
-                message: one short user-facing sentence about the current step.
-                percentage: estimated overall progress, a whole number from 0 to 100.
-            """
-            return runner.report_status(message, percentage)
 
-        return report_status
+class _ReportStatusArgs(BaseModel):
+    message: str
+    percentage: int
+
+
+_REPORT_STATUS_DESCRIPTION = (
+    "Tell the user what you are doing now and how far along the whole task is."
+)
+_REPORT_STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "message": {
+            "type": "string",
+            "description": "One short user-facing sentence about the current step.",
+        },
+        "percentage": {
+            "type": "integer",
+            "description": "Estimated overall progress, a whole number from 0 to 100.",
+        },
+    },
+    "required": ["message", "percentage"],
+    "additionalProperties": False,
+}
