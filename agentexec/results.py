@@ -17,11 +17,15 @@ from agentexec.exceptions import TaskCanceledError, TaskFailedError
 from agentexec.ids import parse_agent_id
 from agentexec.listener import ResultListener
 
-#: Seconds between looks at the activity row and the result key while waiting, doubling up
-#: to `MAX_POLL`. They catch runs that end without a result (canceled before they started,
-#: rejected, or lost with their worker) and any notification missed while reconnecting.
-FIRST_POLL = 1.0
-MAX_POLL = 10.0
+#: Seconds a waiter gives the result to arrive before it asks the database whether the run
+#: exists at all: most runs waited for are known, and a fast one then costs no query.
+GRACE = 0.5
+#: Seconds between reads of the result key, in case a notification was missed while the
+#: listener reconnected.
+KEY_POLL = 5.0
+#: Seconds between looks at the activity row, for runs that end without a result (marked
+#: CANCELED by `cancel_pending`, or rejected by a worker). Every other ending stores one.
+ACTIVITY_POLL = 30.0
 
 _listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
 
@@ -41,19 +45,22 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
     listener = _listener(backend.url)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
+    next_activity_check = start + GRACE
+    known = False  # a run once found keeps waiting, even if its row is deleted
     # Subscribe before reading, so a result stored in between is not missed.
     stored = await listener.watch(key)
     try:
-        known = False  # a run once found keeps waiting, even if its row is deleted
-        poll = FIRST_POLL
         while True:
             stored.clear()
             payload = await listener.client.get(key)
-            meta: dict[str, Any] | None = backend.decode(payload) if payload else None
-            if meta is not None and meta["status"] in states.READY_STATES:
-                return _unwrap(key_id, meta)
-            if meta is None:
+            if payload is not None:
+                meta: dict[str, Any] = backend.decode(payload)
+                if meta["status"] in states.READY_STATES:
+                    return _unwrap(key_id, meta)
+            now = time.monotonic()
+            if payload is None and now >= next_activity_check:
                 activity = await asyncio.to_thread(_activity, key_id)
                 if activity is None and not known:
                     raise KeyError(key_id)
@@ -61,12 +68,14 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
                 if activity is not None and activity[0] in (Status.CANCELED, Status.ERROR):
                     error = TaskCanceledError if activity[0] is Status.CANCELED else TaskFailedError
                     raise error(key_id, activity[1] or activity[0].value)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+                next_activity_check = now + ACTIVITY_POLL
+            if now >= deadline:
                 raise TimeoutError(f"agent {key_id} did not finish within {timeout}s")
+            wake = min(deadline, now + KEY_POLL)
+            if not known:
+                wake = min(wake, next_activity_check)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stored.wait(), min(remaining, poll))
-            poll = min(poll * 2, MAX_POLL)
+                await asyncio.wait_for(stored.wait(), max(wake - now, 0.0))
     finally:
         await listener.unwatch(key, stored)
 

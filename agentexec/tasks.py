@@ -112,8 +112,6 @@ class AgentTask(Task[Any, Any]):
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Worker side: validate the context and run the agent on the shared loop."""
         agent_id = str(self.request.id)
-        if getattr(self.request, "agentexec_revoked", False):
-            raise Ignore()  # canceled while queued; see ActivityRecorder.on_task_prerun
         recorder = ActivityRecorder.of(self.app)
         try:
             context = self.validate_context(_single_context(self.name, args, kwargs))

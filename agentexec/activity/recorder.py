@@ -101,10 +101,6 @@ class ActivityRecorder:
         if not self.is_agent_task(sender) or task_id is None:
             return
         request = sender.request
-        if sender.backend.get_state(task_id) == states.REVOKED:
-            # Canceled while queued, when no worker was up to hear the revoke.
-            request.agentexec_revoked = True
-            return
         redelivered = (request.delivery_info or {}).get("redelivered")
         entry = Entry(
             parse_agent_id(task_id),
@@ -222,6 +218,9 @@ class ActivityRecorder:
             return
         entry = Entry(agent_id, Status.ERROR, reason, agent_type=headers.get("task"))
         writer.submit(entry, ensure=True, wait=TERMINAL_WAIT)
+        if self.app.backend.get_state(str(agent_id)) not in states.READY_STATES:
+            # So that waiters hear of it at once (Celery stores none for a rejected message).
+            self.app.backend.mark_as_failure(str(agent_id), RuntimeError(reason))
 
 
 def _recorded(task: Any) -> bool:
