@@ -10,7 +10,9 @@ Two changes to `celery.backends.redis.RedisBackend`:
   works: it subscribes itself before it waits.
 - One connection pool per process. Celery keeps a backend per thread, and each opens its own
   pool; with agentexec's thread slots that is a Redis connection (and its handshake) per
-  slot. The backends of one process share a pool here, keyed by connection parameters.
+  slot. The backends of one process share a pool here, keyed by connection parameters. It
+  is a blocking pool: with more threads than connections, a thread waits for a free one
+  (stores take well under a millisecond) instead of failing with MaxConnectionsError.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ import os
 import threading
 from typing import Any, ClassVar
 
+import redis
 from celery.backends.redis import RedisBackend
 
 
 class AgentRedisBackend(RedisBackend):
     """The Redis result backend agentexec configures by default."""
+
+    #: Connections per process when `redis_max_connections` is not set.
+    pool_size: ClassVar[int] = 50
 
     _pools: ClassVar[dict[tuple[int, str], Any]] = {}
     _pools_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -36,7 +42,9 @@ class AgentRedisBackend(RedisBackend):
         with self._pools_lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = super()._get_pool(**params)  # type: ignore[misc]
+                params["max_connections"] = params.get("max_connections") or self.pool_size
+                pool = redis.BlockingConnectionPool(timeout=60, **params)  # type: ignore[no-untyped-call]
+                self._pools[key] = pool
             return pool
 
 

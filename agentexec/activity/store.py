@@ -6,10 +6,11 @@ from `DATABASE_URL`. Nothing connects until the first write or read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,9 +269,28 @@ _ACTIVITY_COLUMNS = (
 )
 
 
+@contextlib.contextmanager
+def _transaction() -> Iterator[Connection]:
+    """A write transaction. On SQLite, one at a time per process.
+
+    SQLite has one writer at a time anyway; threads that queue on a lock here wait exactly as
+    long as they must, while its busy handler would make them sleep and retry.
+    """
+    engine = get_engine()
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with _sqlite_writes, engine.begin() as conn:
+        yield conn
+
+
+_sqlite_writes = threading.Lock()
+
+
 def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
     """Write log entries in one transaction, first creating activity rows for `missing`."""
-    with get_engine().begin() as conn:
+    with _transaction() as conn:
         if conn.dialect.name == "postgresql" and not get_settings().synchronous_commit:
             conn.execute(_ASYNC_COMMIT)
         if missing:
@@ -280,12 +300,16 @@ def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
 
 def record_queued(entry: Entry) -> None:
     """Create or re-queue a run's activity and log it, in one transaction (the publish path)."""
-    with get_engine().begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # One round trip: commit mode, upsert and log row in a single statement.
-            statement = _queued_pg(get_settings().synchronous_commit)
+    engine = get_engine()
+    if engine.dialect.name == "postgresql":
+        # One round trip: commit mode, upsert and log row in one statement, which autocommit
+        # makes its own transaction (no BEGIN and COMMIT round trips).
+        statement = _queued_pg(get_settings().synchronous_commit)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(statement, {**_activity_row(entry), "message": entry.message})
-        elif ensure_activities(conn, [entry], reset=True):
+        return
+    with _transaction() as conn:
+        if ensure_activities(conn, [entry], reset=True):
             _insert_logs(conn, [entry])
         else:
             append(conn, [entry])
