@@ -10,6 +10,7 @@ import contextlib
 import functools
 import threading
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,7 +93,21 @@ def _create(url: str) -> Engine:
         return engine
     # No pre-ping: it costs a round trip on every checkout, on the publish path. Stale
     # connections are recycled instead, and a failed write is retried by the writer.
-    return create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_recycle=1800, pool_size=10, max_overflow=20)
+    if engine.dialect.name == "postgresql" and not get_settings().synchronous_commit:
+        # An engine of our own: relax commits once per connection, not per transaction.
+        @event.listens_for(engine, "connect")
+        def _relax(dbapi_connection: Any, connection_record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO OFF")
+            dbapi_connection.commit()
+
+        _relaxed.add(engine)
+    return engine
+
+
+#: Engines whose connections already skip the WAL flush (see `Settings.synchronous_commit`).
+_relaxed: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 @dataclass(slots=True)
@@ -190,19 +205,33 @@ def append(conn: Connection, entries: Iterable[Entry]) -> None:
     if not entries:
         return
     if conn.dialect.name == "postgresql":
-        _append_pg(conn, entries)
+        _append_pg(conn, entries, [])
         return
     _insert_logs(conn, entries)
     _point_latest(conn, entries)
 
 
-def _append_pg(conn: Connection, entries: list[Entry]) -> None:
+def _append_pg(conn: Connection, entries: list[Entry], missing: list[Entry]) -> None:
     """`append` in two statements whatever the batch size: rows travel as arrays.
 
     Per-row parameter handling is most of a batch's CPU time with executemany; `unnest`
     turns one array per column back into rows on the server. WITH ORDINALITY keeps the
-    entries' order for the log ids.
+    entries' order for the log ids. Activity rows of `missing` are only inserted when the
+    update finds fewer rows than runs, which is rare: the publish path creates them.
     """
+    latest = _latest(entries)
+    columns = (
+        [e.agent_id for e, _ in latest],
+        [e.status.value for e, _ in latest],
+        [e.message for e, _ in latest],
+        [percentage for _, percentage in latest],
+        [e.worker for e, _ in latest],
+        [e.created_at for e, _ in latest],
+    )
+    updated = conn.exec_driver_sql(_PG_POINT_LATEST, columns).rowcount
+    if missing and updated < len(latest):
+        ensure_activities(conn, missing, reset=False)
+        conn.exec_driver_sql(_PG_POINT_LATEST, columns)
     conn.exec_driver_sql(
         _PG_INSERT_LOGS,
         (
@@ -211,18 +240,6 @@ def _append_pg(conn: Connection, entries: list[Entry]) -> None:
             [e.status.value for e in entries],
             [e.percentage for e in entries],
             [e.created_at for e in entries],
-        ),
-    )
-    latest = _latest(entries)
-    conn.exec_driver_sql(
-        _PG_POINT_LATEST,
-        (
-            [e.agent_id for e, _ in latest],
-            [e.status.value for e, _ in latest],
-            [e.message for e, _ in latest],
-            [percentage for _, percentage in latest],
-            [e.worker for e, _ in latest],
-            [e.created_at for e, _ in latest],
         ),
     )
 
@@ -352,8 +369,11 @@ _sqlite_writes = threading.Lock()
 def write(entries: list[Entry], missing: list[Entry] | None = None) -> None:
     """Write log entries in one transaction, first creating activity rows for `missing`."""
     with _transaction() as conn:
-        if conn.dialect.name == "postgresql" and not get_settings().synchronous_commit:
-            conn.execute(_ASYNC_COMMIT)
+        if conn.dialect.name == "postgresql":
+            if not get_settings().synchronous_commit and conn.engine not in _relaxed:
+                conn.execute(_ASYNC_COMMIT)
+            _append_pg(conn, entries, missing or [])
+            return
         if missing:
             ensure_activities(conn, missing, reset=False)
         append(conn, entries)

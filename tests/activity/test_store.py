@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 import agentexec as ax
@@ -42,9 +42,21 @@ def test_postgres_activity_writes_skip_the_wal_flush(
 ) -> None:
     if not agentexec_database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only: SQLite has no synchronous_commit")
-    with store.get_engine().begin() as conn:
-        entry = Entry(uuid.uuid4(), ax.Status.QUEUED, "Task queued", agent_type="t")
-        conn.execute(store._queued_pg(False), {**store._activity_row(entry), "message": "x"})
+    # An engine agentexec creates: every connection skips the flush.
+    with store.get_engine().connect() as conn:
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
-    with store.get_engine().begin() as conn:
-        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    # The user's own engine: only agentexec's statements do, for their own transaction.
+    users = create_engine(agentexec_database_url)
+    try:
+        store.bind(users)
+        with users.begin() as conn:
+            entry = Entry(uuid.uuid4(), ax.Status.QUEUED, "Task queued", agent_type="t")
+            conn.execute(store._queued_pg(False), {**store._activity_row(entry), "message": "x"})
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+        store.write([Entry(entry.agent_id, ax.Status.RUNNING, "step")])
+        with users.begin() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        activity = ax.activity.detail(agentexec_session, entry.agent_id)
+        assert activity is not None and activity.logs[-1].message == "step"
+    finally:
+        users.dispose()

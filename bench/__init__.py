@@ -1,0 +1,1 @@
+"""agentexec's benchmark suite: `uv run python -m bench.run`. See bench/README.md."""
