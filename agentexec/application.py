@@ -76,6 +76,20 @@ def _after_fork(**_: Any) -> None:
     store.reset_after_fork()
 
 
+@signals.worker_ready.connect
+def _warm_up(**_: Any) -> None:
+    """Open the activity database now: a worker should fail loudly at start, not mid-run."""
+    import logging
+
+    from agentexec.activity import store
+
+    try:
+        with store.get_engine().connect():
+            pass
+    except Exception:
+        logging.getLogger(__name__).exception("the activity database is not reachable")
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:

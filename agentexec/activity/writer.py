@@ -23,6 +23,9 @@ from agentexec.activity.store import Entry
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
+#: Seconds the writer lingers for more entries once one arrives. A transaction costs about
+#: the same for one row as for fifty; under load this turns many tiny batches into few.
+_LINGER = 0.002
 _RETRIES = 5
 
 
@@ -92,9 +95,10 @@ class ActivityWriter:
                 return
             batch = [first]
             stop = False
+            deadline = time.monotonic() + _LINGER
             while len(batch) < _BATCH:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
                 except queue.Empty:
                     break
                 if item is None:
