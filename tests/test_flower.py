@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import uuid
@@ -53,11 +54,21 @@ def _task(base: str, agent_id: uuid.UUID) -> dict[str, Any]:
 async def test_flower_lists_agent_tasks(
     flower: str, agentexec_worker: StartWorker, sqlite_only: None
 ) -> None:
-    queued = await ax.enqueue("sleep_agent", {"label": "seen-in-flower"})
-    wait_for(lambda: _task(flower, queued.agent_id).get("state") == "PENDING", 30, "sent event")
+    # Flower answers HTTP before its event receiver listens, and events are pub/sub: send
+    # until one is seen.
+    def pending(agent_id: uuid.UUID) -> bool:
+        return _task(flower, agent_id).get("state") == "PENDING"
+
+    for _ in range(30):
+        queued = await ax.enqueue("sleep_agent", {"label": "seen-in-flower"})
+        try:
+            wait_for(functools.partial(pending, queued.agent_id), 2, "the task-sent event")
+            break
+        except TimeoutError:
+            continue
     assert _task(flower, queued.agent_id)["name"] == "sleep_agent"
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
-    await ax.get_result(queued.agent_id, timeout=30)
+    await ax.get_result(queued.agent_id, timeout=60)
     wait_for(lambda: _task(flower, queued.agent_id).get("state") == "SUCCESS", 30, "success")
     task = _task(flower, queued.agent_id)
     assert "seen-in-flower" in task["result"]
