@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
@@ -171,8 +172,22 @@ async def enqueue(
     task = get_agent_task(task_name)
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
-    return await asyncio.to_thread(
+    publish = functools.partial(
         task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
+    )
+    return await asyncio.get_running_loop().run_in_executor(_publisher(), publish)
+
+
+@functools.cache
+def _publisher() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads that publish for `enqueue`: the database write and the broker round trip.
+
+    Its own pool, so a burst of enqueues neither waits behind nor crowds out the loop's
+    default executor; its size matches the database pool's overflow, beyond which threads
+    would only wait for connections.
+    """
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=16, thread_name_prefix="agentexec-publish"
     )
 
 

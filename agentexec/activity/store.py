@@ -23,8 +23,6 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    literal,
-    select,
     text,
     update,
 )
@@ -310,26 +308,44 @@ def _point_latest(conn: Connection, entries: list[Entry]) -> None:
     )
 
 
-@functools.cache
-def _queued_pg(synchronous: bool) -> Any:
-    upsert = (
-        _upsert("postgresql", True)
-        .values({name: bindparam(name) for name in _ACTIVITY_COLUMNS})
-        .returning(Activity.agent_id)
-        .cte("queued")
-    )
-    commit = select(
-        func.set_config("synchronous_commit", "on" if synchronous else "off", True).label("v")
-    ).cte("commit_mode")
-    log = select(
-        upsert.c.agent_id,
-        bindparam("message", type_=ActivityLog.message.type),
-        bindparam("status", type_=ActivityLog.status.type),
-        bindparam("latest_completion_percentage", type_=ActivityLog.completion_percentage.type),
-        bindparam("created_at", type_=ActivityLog.created_at.type),
-    ).select_from(upsert.join(commit, literal(True)))
-    return insert(ActivityLog).from_select(
-        ["agent_id", "message", "status", "completion_percentage", "created_at"], log
+_PG_QUEUED = f"""
+WITH queued AS (
+    INSERT INTO {_ACTIVITY_TABLE} (agent_id, agent_type, status, latest_completion_percentage,
+                                   latest_log, worker, created_at, updated_at)
+    VALUES (%(agent_id)s, %(agent_type)s, %(status)s, %(percentage)s,
+            %(message)s, %(worker)s, %(created_at)s, %(created_at)s)
+    ON CONFLICT (agent_id) DO UPDATE SET
+        status = excluded.status,
+        latest_log = excluded.latest_log,
+        latest_completion_percentage = excluded.latest_completion_percentage,
+        updated_at = excluded.updated_at
+    RETURNING agent_id
+), commit_mode AS (
+    SELECT set_config('synchronous_commit', %(commit)s, true)
+)
+INSERT INTO {_LOG_TABLE} (agent_id, message, status, completion_percentage, created_at)
+SELECT agent_id, %(message)s, %(status)s, %(percentage)s::int, %(created_at)s::timestamptz
+FROM queued, commit_mode
+"""
+
+
+def record_queued_pg(conn: Connection, entry: Entry, *, synchronous: bool) -> None:
+    """The publish path's single statement: commit mode, activity upsert and its log row.
+
+    Plain SQL, so no statement tree is walked for a cache key on every enqueue.
+    """
+    conn.exec_driver_sql(
+        _PG_QUEUED,
+        {
+            "agent_id": entry.agent_id,
+            "agent_type": entry.agent_type or "unknown",
+            "status": entry.status.value,
+            "percentage": entry.percentage,
+            "message": entry.message,
+            "worker": entry.worker,
+            "created_at": entry.created_at,
+            "commit": "on" if synchronous else "off",
+        },
     )
 
 
@@ -385,9 +401,8 @@ def record_queued(entry: Entry) -> None:
     if engine.dialect.name == "postgresql":
         # One round trip: commit mode, upsert and log row in one statement, which autocommit
         # makes its own transaction (no BEGIN and COMMIT round trips).
-        statement = _queued_pg(get_settings().synchronous_commit)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(statement, {**_activity_row(entry), "message": entry.message})
+            record_queued_pg(conn, entry, synchronous=get_settings().synchronous_commit)
         return
     with _transaction() as conn:
         if ensure_activities(conn, [entry], reset=True):

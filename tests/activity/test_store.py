@@ -51,7 +51,7 @@ def test_postgres_activity_writes_skip_the_wal_flush(
         store.bind(users)
         with users.begin() as conn:
             entry = Entry(uuid.uuid4(), ax.Status.QUEUED, "Task queued", agent_type="t")
-            conn.execute(store._queued_pg(False), {**store._activity_row(entry), "message": "x"})
+            store.record_queued_pg(conn, entry, synchronous=False)
             assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
         store.write([Entry(entry.agent_id, ax.Status.RUNNING, "step")])
         with users.begin() as conn:
