@@ -254,19 +254,9 @@ def client_cpu_seconds() -> float:
 
 def worker_argv(app: str, *extra: str, name: str = "bench") -> list[str]:
     """`celery -A app worker` for this interpreter, with a unique node name."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        app,
-        "worker",
-        "--loglevel=INFO",
-        f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h",
-        "--without-mingle",
-        "--without-gossip",
-        *extra,
-    ]
+    from agentexec.testing.worker import celery_worker_argv
+
+    return celery_worker_argv(*extra, app=app, name=name)
 
 
 def _record_pid(pid: int) -> None:

@@ -100,8 +100,8 @@ class WorkerProcess:
         return process.wait(10)
 
 
-def celery_worker_argv(*extra: str, app: str = "agentexec") -> list[str]:
-    """`celery -A agentexec worker` with a unique node name, for this interpreter."""
+def celery_worker_argv(*extra: str, app: str = "agentexec", name: str = "test") -> list[str]:
+    """`celery -A <app> worker` with a unique node name, for this interpreter."""
     return [
         sys.executable,
         "-m",
@@ -110,7 +110,7 @@ def celery_worker_argv(*extra: str, app: str = "agentexec") -> list[str]:
         app,
         "worker",
         "--loglevel=INFO",
-        f"--hostname=test-{uuid.uuid4().hex[:8]}@%h",
+        f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h",
         "--without-mingle",
         "--without-gossip",
         *extra,
