@@ -71,9 +71,9 @@ app = create_app()
 
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    from agentexec.activity import store
+    from agentexec.activity import database
 
-    store.reset_after_fork()
+    database.reset_after_fork()
 
 
 @signals.worker_ready.connect
@@ -81,10 +81,10 @@ def _warm_up(**_: Any) -> None:
     """Open the activity database now: a worker should fail loudly at start, not mid-run."""
     import logging
 
-    from agentexec.activity import store
+    from agentexec.activity import database
 
     try:
-        with store.get_engine().connect():
+        with database.get_engine().connect():
             pass
     except Exception:
         logging.getLogger(__name__).exception("the activity database is not reachable")

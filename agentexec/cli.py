@@ -28,16 +28,16 @@ def check(timeout: float) -> None:
     from sqlalchemy import text
 
     from agentexec import app, get_settings
-    from agentexec.activity import store
+    from agentexec.activity import database
     from agentexec.embedded import redis_answers
 
     settings = get_settings()
     ok = redis_answers(settings.redis_url, timeout)
     click.echo(f"redis     {'ok' if ok else 'UNREACHABLE'}  {settings.redis_url}")
     try:
-        with store.get_engine().connect() as conn:
+        with database.get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
-        click.echo(f"database  ok  {store.get_engine().url.render_as_string()}")
+        click.echo(f"database  ok  {database.get_engine().url.render_as_string()}")
     except Exception as exc:
         ok = False
         click.echo(f"database  UNREACHABLE  {exc}")
@@ -51,10 +51,10 @@ def check(timeout: float) -> None:
 @main.command("create-tables")
 def create_tables() -> None:
     """Create the activity tables in DATABASE_URL (idempotent)."""
-    from agentexec.activity import store
+    from agentexec.activity import database
     from agentexec.activity.models import Base
 
-    engine = store.get_engine()
+    engine = database.get_engine()
     Base.metadata.create_all(engine)
     click.echo(f"activity tables ready in {engine.url.render_as_string()}")
 

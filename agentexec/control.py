@@ -17,7 +17,7 @@ from celery import Celery, signals
 from celery.worker import state as worker_state
 from sqlalchemy.orm import Session
 
-from agentexec.activity import store
+from agentexec.activity import database, store
 from agentexec.activity.models import ACTIVE, Status
 from agentexec.activity.queries import detail
 from agentexec.activity.store import Entry
@@ -41,7 +41,7 @@ async def cancel(agent_id: uuid.UUID | str, reason: str = "Canceled") -> bool:
 def _cancel(agent_id: uuid.UUID, reason: str) -> bool:
     from agentexec.application import app
 
-    with Session(store.get_engine()) as session:
+    with Session(database.get_engine()) as session:
         activity = detail(session, agent_id)
     if activity is None:
         raise KeyError(str(agent_id))

@@ -79,10 +79,10 @@ def _worker(tmp: Path, flower: bool) -> Iterator[None]:
 
 async def _enqueue_and_watch(agents: int) -> int:
     import agentexec as ax
-    from agentexec.activity import store
+    from agentexec.activity import database
     from tasks.research import ResearchContext
 
-    engine = store.bind(database_url=os.environ["DATABASE_URL"])
+    engine = database.bind(database_url=os.environ["DATABASE_URL"])
     ax.Base.metadata.create_all(engine)
     started = time.monotonic()
     names = [COMPANIES[i % len(COMPANIES)] for i in range(agents)]

@@ -13,7 +13,7 @@ from celery import Celery
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
-from agentexec.activity import store
+from agentexec.activity import database
 from agentexec.activity.recorder import ActivityRecorder
 from agentexec.config import get_settings
 from agentexec.tasks import AgentFunction, AgentTask
@@ -42,7 +42,7 @@ class WorkerPool:
         from agentexec.application import app as default_app
 
         if engine is not None or database_url is not None:
-            store.bind(engine, database_url)
+            database.bind(engine, database_url)
         self.app = app or default_app
         ActivityRecorder.of(self.app)
         self.num_workers = num_workers or get_settings().num_workers

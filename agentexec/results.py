@@ -139,10 +139,10 @@ def _activity(agent_id: str) -> tuple[Status, str | None] | None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from agentexec.activity import store
+    from agentexec.activity import database
     from agentexec.activity.models import Activity
 
-    with Session(store.get_engine()) as session:
+    with Session(database.get_engine()) as session:
         row = session.execute(
             select(Activity.status, Activity.latest_log).where(
                 Activity.agent_id == uuid.UUID(agent_id)

@@ -46,7 +46,7 @@ def run(agents: int, reports: int) -> dict[str, Any]:
     reset_activity_tables(POSTGRES_URL)
 
     import agentexec as ax
-    from agentexec.activity import store
+    from agentexec.activity import database, store
     from agentexec.activity.models import ActivityLog, Status
     from agentexec.activity.store import Entry
     from agentexec.activity.writer import writer
@@ -79,10 +79,10 @@ def run(agents: int, reports: int) -> dict[str, Any]:
     reported_s, committed_s = asyncio.run(main())
     from sqlalchemy import func, select
 
-    with store.get_engine().connect() as conn:
+    with database.get_engine().connect() as conn:
         rows = conn.execute(select(func.count()).select_from(ActivityLog)).scalar_one()
     writer.stop()
-    store.get_engine().dispose()
+    database.get_engine().dispose()
     us = [v / 1000 for v in latencies]
     total = agents * reports
     return {

@@ -34,7 +34,7 @@ import pytest
 import redis
 from sqlalchemy.orm import Session
 
-from agentexec.activity import store
+from agentexec.activity import database
 from agentexec.activity.models import Base
 from agentexec.activity.writer import writer
 from agentexec.config import get_settings
@@ -88,7 +88,7 @@ def agentexec_env(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    engine = store.bind(database_url=agentexec_database_url)
+    engine = database.bind(database_url=agentexec_database_url)
     Base.metadata.create_all(engine)
     yield env
     writer.flush()
@@ -111,7 +111,7 @@ def _drop_queues(url: str, prefix: str) -> None:
 @pytest.fixture
 def agentexec_session(agentexec_env: dict[str, str]) -> Iterator[Session]:
     """A session on the test's activity database."""
-    with Session(store.get_engine()) as session:
+    with Session(database.get_engine()) as session:
         yield session
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity import store
+from agentexec.activity import database, store
 from agentexec.activity.models import ActivityLog, utcnow
 from agentexec.activity.store import Entry
 from agentexec.activity.writer import writer
@@ -114,7 +114,7 @@ def test_guide_cleanup_sql_deletes_activities_with_their_logs(
         text("UPDATE agentexec_activity SET updated_at = :t WHERE agent_id = :a"),
         {
             "t": utcnow() - timedelta(days=40),
-            "a": old if store.get_engine().dialect.name == "postgresql" else old.hex,
+            "a": old if database.get_engine().dialect.name == "postgresql" else old.hex,
         },
     )
     agentexec_session.commit()

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity import store
+from agentexec.activity import database, store
 from agentexec.activity.store import Entry
 
 
@@ -43,12 +43,12 @@ def test_postgres_activity_writes_skip_the_wal_flush(
     if not agentexec_database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only: SQLite has no synchronous_commit")
     # An engine agentexec creates: every connection skips the flush.
-    with store.get_engine().connect() as conn:
+    with database.get_engine().connect() as conn:
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
     # The user's own engine: only agentexec's statements do, for their own transaction.
     users = create_engine(agentexec_database_url)
     try:
-        store.bind(users)
+        database.bind(users)
         with users.begin() as conn:
             entry = Entry(uuid.uuid4(), ax.Status.QUEUED, "Task queued", agent_type="t")
             store.record_queued_pg(conn, entry, synchronous=False)

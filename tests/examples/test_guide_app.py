@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from agentexec.activity import store
+from agentexec.activity import database
 from agentexec.activity.models import Activity, ActivityLog, utcnow
 from agentexec.testing.openai_server import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker
@@ -299,7 +299,7 @@ def test_admin_cleanup_deletes_old_activities_and_their_logs(guide_app: GuideApp
         assert app.http.get(f"/api/tasks/{agent_id}/result").status_code == 200
         assert app.wait_terminal(agent_id)[-1]["status"] == "COMPLETE"
 
-    engine = store.get_engine()
+    engine = database.get_engine()
     with engine.begin() as conn:
         conn.execute(
             update(Activity)
