@@ -1,5 +1,8 @@
 """agentexec: run OpenAI Agents SDK agents as Celery background tasks for web apps."""
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentexec import activity, compat
 from agentexec.activity.models import Base, Status
 from agentexec.application import app, create_app
@@ -17,8 +20,10 @@ from agentexec.exceptions import (
 from agentexec.pool import WorkerPool
 from agentexec.queues import Priority
 from agentexec.results import close_redis, get_result
-from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
 from agentexec.tasks import AgentResult, AgentTask, enqueue
+
+if TYPE_CHECKING:
+    from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
 
 compat.install()
 
@@ -57,3 +62,32 @@ __all__ = [
     "TaskFailedError",
     "UnknownTaskError",
 ]
+
+
+# The runners import the Agents SDK (over a second of imports): they load on first access
+# (PEP 562), so processes that never run an agent, and the test helpers, stay light.
+_LAZY = {"BaseAgentRunner", "MaxTurnsError", "OpenAIRunner"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a runner on first access.
+
+    Args:
+        name: The attribute asked for.
+
+    Returns:
+        The runner class or error, also cached in this module's namespace.
+
+    Raises:
+        AttributeError: `name` is not an attribute of agentexec.
+    """
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("agentexec.runners"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the module's names, including the lazily imported runners."""
+    return sorted({*globals(), *__all__})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 
 from agentexec.activity.recorder import ActivityRecorder
 from agentexec.backend import backend_url
@@ -20,7 +20,7 @@ from agentexec.queues import declare_queues
 
 
 def celery_defaults(settings: Settings) -> dict[str, Any]:
-    """Celery settings for agent workloads. Each one has a reason; see DESIGN.md."""
+    """Celery settings for agent workloads, each with its reason."""
     return {
         "broker_url": settings.redis_url,
         "result_backend": backend_url(settings.redis_url),
@@ -67,34 +67,3 @@ def create_app(main: str = "agentexec") -> Celery:
 
 
 app = create_app()
-
-
-@signals.worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    from agentexec.activity import database
-
-    database.reset_after_fork()
-
-
-@signals.worker_ready.connect
-def _warm_up(**_: Any) -> None:
-    """Open the activity database now: a worker should fail loudly at start, not mid-run."""
-    import logging
-
-    from agentexec.activity import database
-
-    try:
-        with database.get_engine().connect():
-            pass
-    except Exception:
-        logging.getLogger(__name__).exception("the activity database is not reachable")
-
-
-@signals.worker_process_shutdown.connect
-@signals.worker_shutdown.connect
-def _on_shutdown(**_: Any) -> None:
-    from agentexec.activity.writer import writer
-    from agentexec.loop import event_loop
-
-    event_loop.stop()
-    writer.stop()

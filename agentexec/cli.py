@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import click
 
@@ -28,16 +29,17 @@ def check(timeout: float) -> None:
     from sqlalchemy import text
 
     from agentexec import app, get_settings
-    from agentexec.activity import database
     from agentexec.embedded import redis_answers
+    from agentexec.runtime import get_runtime
 
     settings = get_settings()
     ok = redis_answers(settings.redis_url, timeout)
     click.echo(f"redis     {'ok' if ok else 'UNREACHABLE'}  {settings.redis_url}")
     try:
-        with database.get_engine().connect() as conn:
+        engine = get_runtime().engine
+        with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        click.echo(f"database  ok  {database.get_engine().url.render_as_string()}")
+        click.echo(f"database  ok  {engine.url.render_as_string()}")
     except Exception as exc:
         ok = False
         click.echo(f"database  UNREACHABLE  {exc}")
@@ -51,12 +53,41 @@ def check(timeout: float) -> None:
 @main.command("create-tables")
 def create_tables() -> None:
     """Create the activity tables in DATABASE_URL (idempotent)."""
-    from agentexec.activity import database
-    from agentexec.activity.models import Base
+    from agentexec.db.models import Base
+    from agentexec.runtime import get_runtime
 
-    engine = database.get_engine()
+    engine = get_runtime().engine
     Base.metadata.create_all(engine)
     click.echo(f"activity tables ready in {engine.url.render_as_string()}")
+
+
+@main.command()
+@click.option("-A", "--app", "app_name", default=None, help="Module that builds your WorkerPool.")
+def project(app_name: str | None) -> None:
+    """Apply the event log to the activity tables, on its own (until Ctrl+C or SIGTERM).
+
+    Workers do this by default; run it alone when workers run with AGENTEXEC_PROJECTOR=false.
+
+    Example: agentexec project -A myapp.worker
+    """
+    import importlib
+    import logging
+    import signal
+
+    from agentexec.runtime import get_runtime
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s: %(levelname)s] %(message)s")
+    if app_name:
+        importlib.import_module(app_name)  # binds the WorkerPool's database
+    runtime = get_runtime()
+    projector = runtime.start_projector()
+    click.echo(f"projecting {runtime.events.key} into {runtime.engine.url.render_as_string()}")
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    runtime.stop()
+    click.echo(f"stopped after applying {projector.applied} events")
 
 
 @main.command()

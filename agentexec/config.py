@@ -69,6 +69,27 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Log level of workers started by `pool.run()` or the `agentexec` CLI."""
 
+    create_tables: bool = True
+    """Create missing activity tables on first use, in producers and workers. Turn it off
+    when you migrate the schema yourself (Alembic)."""
+
+    events_maxlen: int = Field(default=1_000_000, ge=1_000)
+    """The event log keeps at most about this many events (older ones are trimmed, but never
+    one the SQL projection has not applied yet)."""
+
+    events_retention: int = Field(default=86_400, ge=60)
+    """Seconds an event stays in the log, within `events_maxlen` (never trimmed before the
+    SQL projection has applied it)."""
+
+    projector: bool = True
+    """Run the SQL projector in every worker process. Turn it off when you run
+    `agentexec project` on its own."""
+
+    projector_claim_idle: float = Field(default=30.0, gt=0)
+    """Seconds an event may sit unacknowledged with a projector before another projector
+    takes it over (its projector died). A live projector that waits for the database keeps
+    its events."""
+
     @property
     def high_queue(self) -> str:
         """Name of the HIGH priority queue."""

@@ -51,7 +51,7 @@ def run(agents: int = 6, flower: bool = False) -> int:
 
 @contextlib.contextmanager
 def _worker(tmp: Path, flower: bool) -> Iterator[None]:
-    from agentexec.testing.worker import WorkerProcess, celery_worker_argv
+    from agentexec.processes import WorkerProcess, celery_worker_argv
 
     if not Path("celeryconfig.py").exists():
         raise SystemExit("run the demo from the repository root (where celeryconfig.py is)")
@@ -79,10 +79,10 @@ def _worker(tmp: Path, flower: bool) -> Iterator[None]:
 
 async def _enqueue_and_watch(agents: int) -> int:
     import agentexec as ax
-    from agentexec.activity import database
+    from agentexec.runtime import get_runtime
     from tasks.research import ResearchContext
 
-    engine = database.bind(database_url=os.environ["DATABASE_URL"])
+    engine = get_runtime().bind(database_url=os.environ["DATABASE_URL"])
     ax.Base.metadata.create_all(engine)
     started = time.monotonic()
     names = [COMPANIES[i % len(COMPANIES)] for i in range(agents)]

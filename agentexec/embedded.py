@@ -14,7 +14,7 @@ from types import TracebackType
 
 import redis
 
-from agentexec.testing.worker import wait_for
+from agentexec.processes import wait_for
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:

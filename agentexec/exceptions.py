@@ -4,6 +4,8 @@ AgentExecError
 ├── UnknownTaskError          (also a KeyError)
 ├── InvalidContextError       (also a ValueError)
 ├── InvalidAgentIdError       (also a KeyError)
+├── ActivityStoreError        the activity database is misconfigured
+├── BrokerUnavailableError    (also a ConnectionError) nothing could be queued
 └── TaskError
     ├── TaskFailedError
     └── TaskCanceledError
@@ -67,6 +69,33 @@ class InvalidAgentIdError(AgentExecError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ActivityStoreError(AgentExecError):
+    """The activity database is misconfigured: a missing driver, an unknown database, no
+    permission, or missing tables with `AGENTEXEC_CREATE_TABLES=false`.
+
+    An outage is not this: while the database is merely unreachable, runs go on and their
+    activity waits in the event log.
+    """
+
+    _fields = ("url", "detail")
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"the activity database {url} is not usable: {detail}")
+
+
+class BrokerUnavailableError(AgentExecError, ConnectionError):
+    """The broker's Redis did not take the run; nothing was queued."""
+
+    _fields = ("url", "detail")
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        self.detail = detail
+        super().__init__(f"the broker at {url} is unreachable, nothing was queued: {detail}")
 
 
 class TaskError(AgentExecError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -20,12 +19,11 @@ T = TypeVar("T")
 
 
 class EventLoopThread:
-    """A loop on a daemon thread, started on first use and again in a forked child."""
+    """A loop on a daemon thread, started on first use. The runtime owns one per process."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self._lock = threading.Lock()
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
 
@@ -33,10 +31,10 @@ class EventLoopThread:
     def loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, started if this process has none yet."""
         loop = self._loop
-        if loop is not None and self._pid == os.getpid():
+        if loop is not None:
             return loop
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
+            if self._loop is None:
                 self._start()
             assert self._loop is not None
             return self._loop
@@ -77,7 +75,7 @@ class EventLoopThread:
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel what still runs, let it unwind, stop the loop and join its thread."""
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None or self._pid != os.getpid():
+        if loop is None or thread is None:
             return
         if loop.is_running():
             drained = asyncio.run_coroutine_threadsafe(_cancel_all(), loop)
@@ -103,7 +101,6 @@ class EventLoopThread:
         self._thread.start()
         ready.wait()
         self._loop = loop
-        self._pid = os.getpid()
 
 
 async def _cancel_all() -> None:
@@ -112,6 +109,3 @@ async def _cancel_all() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-event_loop = EventLoopThread()

@@ -13,9 +13,10 @@ from celery import Celery
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
-from agentexec.activity import database
 from agentexec.activity.recorder import ActivityRecorder
+from agentexec.application import app as default_app
 from agentexec.config import get_settings
+from agentexec.runtime import get_runtime
 from agentexec.tasks import AgentFunction, AgentTask
 
 
@@ -39,10 +40,8 @@ class WorkerPool:
         app: Celery | None = None,
         num_workers: int | None = None,
     ) -> None:
-        from agentexec.application import app as default_app
-
         if engine is not None or database_url is not None:
-            database.bind(engine, database_url)
+            get_runtime().bind(engine, database_url)
         self.app = app or default_app
         ActivityRecorder.of(self.app)
         self.num_workers = num_workers or get_settings().num_workers

@@ -11,11 +11,16 @@ from typing import Any
 from celery import states
 from kombu import pools
 from kombu.utils.collections import eqhash
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from agentexec.activity.models import Status
-from agentexec.exceptions import TaskCanceledError, TaskFailedError
+from agentexec.application import app
+from agentexec.db.models import Activity, Status
+from agentexec.exceptions import ActivityStoreError, TaskCanceledError, TaskFailedError
 from agentexec.ids import parse_agent_id
 from agentexec.listener import ResultListener
+from agentexec.runtime import get_runtime
 
 #: Seconds a waiter gives the result to arrive before it asks the database whether the run
 #: exists at all: most runs waited for are known, and a fast one then costs no query.
@@ -27,8 +32,6 @@ KEY_POLL = 5.0
 #: CANCELED by `cancel_pending`, or rejected by a worker). Every other ending stores one.
 ACTIVITY_POLL = 30.0
 
-_listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
-
 
 async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     """Wait up to `timeout` seconds for a run's return value, as JSON data.
@@ -38,9 +41,10 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
         TimeoutError: the run has not finished in time.
         TaskFailedError: the run raised; `reason` says what.
         TaskCanceledError: the run was revoked or canceled.
-    """
-    from agentexec.application import app
 
+    The result backend is the source of truth. The activity table only answers whether an
+    id is known at all; while it is unreachable or missing, the wait goes on.
+    """
     key_id = str(parse_agent_id(agent_id))
     backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
@@ -61,9 +65,13 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
                     return _unwrap(key_id, meta)
             now = time.monotonic()
             if payload is None and now >= next_activity_check:
-                activity = await asyncio.to_thread(_activity, key_id)
-                if activity is None and not known:
-                    raise KeyError(key_id)
+                try:
+                    activity = await asyncio.to_thread(_activity, key_id)
+                except (SQLAlchemyError, ActivityStoreError):
+                    activity = None  # the database cannot say; the result backend will
+                else:
+                    if activity is None and not known:
+                        raise KeyError(key_id)
                 known = True
                 if activity is not None and activity[0] in (Status.CANCELED, Status.ERROR):
                     error = TaskCanceledError if activity[0] is Status.CANCELED else TaskFailedError
@@ -82,9 +90,7 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
 
 async def close_redis() -> None:
     """Close agentexec's Redis connections in this process. Safe to call more than once."""
-    from agentexec.application import app
-
-    listener = _listeners.pop(asyncio.get_running_loop(), None)
+    listener = get_runtime().listeners.pop(asyncio.get_running_loop(), None)
     if listener is not None:
         await listener.close()
     await asyncio.to_thread(_close_sync, app)
@@ -107,12 +113,13 @@ def _close_sync(app: Any) -> None:
 
 
 def _listener(url: str) -> ResultListener:
+    listeners = get_runtime().listeners
     loop = asyncio.get_running_loop()
-    listener = _listeners.get(loop)
+    listener = listeners.get(loop)
     if listener is None:
-        for stale in [lp for lp in _listeners if lp.is_closed()]:
-            del _listeners[stale]
-        listener = _listeners[loop] = ResultListener(url)
+        for stale in [lp for lp in listeners if lp.is_closed()]:
+            del listeners[stale]
+        listener = listeners[loop] = ResultListener(url)
     return listener
 
 
@@ -136,13 +143,8 @@ def _exception_text(result: Any) -> str:
 
 
 def _activity(agent_id: str) -> tuple[Status, str | None] | None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from agentexec.activity import database
-    from agentexec.activity.models import Activity
-
-    with Session(database.get_engine()) as session:
+    """The run's status and last message; None when the id is unknown."""
+    with Session(get_runtime().engine) as session:
         row = session.execute(
             select(Activity.status, Activity.latest_log).where(
                 Activity.agent_id == uuid.UUID(agent_id)

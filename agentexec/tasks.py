@@ -9,18 +9,27 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
-from agentexec.activity.recorder import ActivityRecorder
+from agentexec.activity.recorder import (
+    AGENT_HEADER,
+    QUEUED_HEADER,
+    ActivityRecorder,
+    describe,
+)
+from agentexec.application import app as default_app
 from agentexec.config import get_settings
-from agentexec.exceptions import InvalidContextError, UnknownTaskError
+from agentexec.exceptions import BrokerUnavailableError, InvalidContextError, UnknownTaskError
 from agentexec.ids import parse_agent_id
-from agentexec.loop import event_loop
 from agentexec.queues import Priority, queue_name
+from agentexec.results import get_result
+from agentexec.runtime import get_runtime
 
 AgentFunction = Callable[[uuid.UUID, Any], Coroutine[Any, Any, Any]]
 
@@ -35,8 +44,6 @@ class AgentResult(AsyncResult[Any]):
 
     async def get_result(self, timeout: float = 30.0) -> Any:
         """The task's return value, awaited without blocking the loop. See `ax.get_result`."""
-        from agentexec.results import get_result
-
         return await get_result(self.id, timeout=timeout)
 
 
@@ -50,6 +57,8 @@ class AgentTask(Task[Any, Any]):
     context_type: type[BaseModel] = BaseModel
     #: The user's `async def f(agent_id, context)`.
     agent_fn: AgentFunction
+    #: Marks agentexec's tasks for the activity recorder.
+    agentexec_agent = True
     typing = False
 
     def validate_context(self, context: Any) -> BaseModel:
@@ -74,7 +83,7 @@ class AgentTask(Task[Any, Any]):
         priority: Priority | str | int | None = None,
         **options: Any,
     ) -> AgentResult:
-        """Validate the context, pick the queue for `priority`, and publish.
+        """Validate the context, record the run as QUEUED, pick the queue and publish.
 
         Args:
             args: `(context,)`, where the context is a model or a dict.
@@ -83,25 +92,38 @@ class AgentTask(Task[Any, Any]):
             priority: `Priority.HIGH` or `Priority.LOW` (the default) picks the queue; an int
                 is passed on to Celery as a message priority.
             options: anything else `Task.apply_async` takes.
+
+        Raises:
+            InvalidContextError: the context does not validate. Nothing is sent.
+            ActivityStoreError: the activity database is misconfigured. Nothing is sent.
+            BrokerUnavailableError: the broker did not take the run. It is recorded ERROR.
         """
         context = self.validate_context(_single_context(self.name, args, kwargs))
         payload = context.model_dump(mode="json")
-        if task_id is not None:
-            task_id = str(parse_agent_id(task_id))
+        agent_id = parse_agent_id(task_id) if task_id is not None else uuid.uuid4()
         if priority is None or isinstance(priority, str):
             options.setdefault("queue", queue_name(priority or Priority.LOW, get_settings()))
         else:
             options["priority"] = priority
-        result = super().apply_async(
-            (payload,),
-            {},
-            task_id=task_id or str(uuid.uuid4()),
-            producer=producer,
-            link=link,
-            link_error=link_error,
-            shadow=shadow,
-            **options,
-        )
+        recorder = ActivityRecorder.of(self.app)
+        queued = recorder.queued(agent_id, self.name, options.get("retries") or 0)
+        options["headers"] = {**(options.get("headers") or {}), AGENT_HEADER: 1, QUEUED_HEADER: 1}
+        try:
+            result = super().apply_async(
+                (payload,),
+                {},
+                task_id=str(agent_id),
+                producer=producer,
+                link=link,
+                link_error=link_error,
+                shadow=shadow,
+                **options,
+            )
+        except Exception as exc:
+            recorder.not_queued(queued, exc)
+            if isinstance(exc, OSError | KombuOperationalError | redis.RedisError):
+                raise BrokerUnavailableError(_broker(self.app), describe(exc)) from exc
+            raise
         return cast(AgentResult, result)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:
@@ -117,7 +139,7 @@ class AgentTask(Task[Any, Any]):
         try:
             context = self.validate_context(_single_context(self.name, args, kwargs))
             coroutine = self.agent_fn(uuid.UUID(agent_id), context)
-            value = to_jsonable_python(event_loop.run(coroutine, key=agent_id))
+            value = to_jsonable_python(get_runtime().loop.run(coroutine, key=agent_id))
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
             raise Ignore() from None
@@ -135,8 +157,6 @@ class AgentTask(Task[Any, Any]):
 
 def get_agent_task(name: str, app: Any = None) -> AgentTask:
     """The agent task registered as `name`, or UnknownTaskError."""
-    from agentexec.application import app as default_app
-
     registry = (app or default_app).tasks
     task = registry.get(name)
     if not isinstance(task, AgentTask):
@@ -168,6 +188,8 @@ async def enqueue(
     Raises:
         UnknownTaskError: no agent task has that name in this process.
         InvalidContextError: the context does not validate. Nothing is published or recorded.
+        ActivityStoreError: the activity database is misconfigured. Nothing is published.
+        BrokerUnavailableError: the broker did not take the run. It is recorded ERROR.
     """
     task = get_agent_task(task_name)
     model = task.validate_context(context)
@@ -175,20 +197,12 @@ async def enqueue(
     publish = functools.partial(
         task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
     )
-    return await asyncio.get_running_loop().run_in_executor(_publisher(), publish)
+    return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
 
 
-@functools.cache
-def _publisher() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads that publish for `enqueue`: the database write and the broker round trip.
-
-    Its own pool, so a burst of enqueues neither waits behind nor crowds out the loop's
-    default executor; its size matches the database pool's overflow, beyond which threads
-    would only wait for connections.
-    """
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=16, thread_name_prefix="agentexec-publish"
-    )
+def _broker(app: Any) -> str:
+    url = str(app.conf.broker_url)
+    return url.split("@")[-1] if "@" in url else url
 
 
 def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> Any:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agents import Agent, FunctionTool
 
-    from agentexec.testing.worker import WorkerProcess
+    from agentexec.processes import WorkerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -254,7 +254,7 @@ def client_cpu_seconds() -> float:
 
 def worker_argv(app: str, *extra: str, name: str = "bench") -> list[str]:
     """`celery -A app worker` for this interpreter, with a unique node name."""
-    from agentexec.testing.worker import celery_worker_argv
+    from agentexec.processes import celery_worker_argv
 
     return celery_worker_argv(*extra, app=app, name=name)
 
@@ -287,7 +287,7 @@ def running_workers(
     Each worker is a process group of its own (`WorkerProcess`); on the way out it gets a
     warm shutdown (SIGTERM), and then its whole group is SIGKILLed regardless.
     """
-    from agentexec.testing.worker import WorkerProcess
+    from agentexec.processes import WorkerProcess
 
     workers = [
         WorkerProcess(argv, env, REPO_ROOT, log_dir / f"worker-{i}.log")

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import agentexec as ax
+from agentexec.testing import WorkerProcess, wait_for
 from agentexec.testing.plugin import StartWorker
-from agentexec.testing.worker import WorkerProcess, wait_for
 
 APP_DIR = Path(__file__).parent / "apps" / "plainapp"
 sys.path.insert(0, str(APP_DIR))

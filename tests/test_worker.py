@@ -14,8 +14,8 @@ import redis
 from sqlalchemy.orm import Session
 
 import agentexec as ax
+from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
-from agentexec.testing.worker import wait_for
 
 APP_DIR = Path(__file__).parent / "apps" / "plainapp"
 sys.path.insert(0, str(APP_DIR))

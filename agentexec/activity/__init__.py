@@ -1,7 +1,8 @@
 """Activity: what every agent run is doing, recorded in SQL for the web app to read."""
 
 from agentexec.activity.models import Activity, ActivityLog, Base, Status
-from agentexec.activity.queries import cancel_pending, count_active, detail, list, update
+from agentexec.activity.queries import cancel_pending, count_active, detail, list
+from agentexec.activity.reports import update
 from agentexec.activity.schemas import (
     ActivityDetail,
     ActivityListItem,

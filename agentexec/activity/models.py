@@ -1,122 +1,23 @@
-"""The activity tables: one row per agent run, one log row per step it reports."""
+"""The activity tables (defined in `agentexec.db.models`), under their public name."""
 
-from __future__ import annotations
-
-import uuid
-from datetime import UTC, datetime
-from enum import StrEnum
-
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
+from agentexec.db.models import (
+    ACTIVE,
+    TERMINAL,
+    Activity,
+    ActivityLog,
+    Base,
+    Status,
+    UTCDateTime,
+    utcnow,
 )
-from sqlalchemy import Enum as SqlEnum
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
-from agentexec.config import get_settings
-
-
-class Status(StrEnum):
-    """Lifecycle of an agent run. The values are what the web app compares against."""
-
-    #: Published, waiting for a worker.
-    QUEUED = "QUEUED"
-    #: A worker is running it; status reports keep it here.
-    RUNNING = "RUNNING"
-    #: Returned a result.
-    COMPLETE = "COMPLETE"
-    #: Raised, or its worker died and it will not be retried.
-    ERROR = "ERROR"
-    #: Revoked or canceled.
-    CANCELED = "CANCELED"
-
-
-TERMINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELED})
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
-
-
-def utcnow() -> datetime:
-    """Now, in UTC: every timestamp agentexec writes."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC timestamp on every backend, SQLite included.
-
-    SQLite has no time zones: values are stored as naive UTC and come back aware, so
-    `created_at.isoformat()` reads the same on SQLite and PostgreSQL.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is not None and dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    """Declarative base holding agentexec's tables: `ax.Base.metadata.create_all(engine)`."""
-
-
-_PREFIX = get_settings().table_prefix
-_STATUS = SqlEnum(Status, native_enum=False, length=16, name=f"{_PREFIX}status")
-# SQLite only autoincrements INTEGER PRIMARY KEY.
-_LOG_ID = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class Activity(Base):
-    """One agent run. Status, percentage and last message mirror its newest log row."""
-
-    __tablename__ = f"{_PREFIX}activity"
-    __table_args__ = (
-        Index(f"ix_{_PREFIX}activity_created_at", "created_at"),
-        Index(f"ix_{_PREFIX}activity_status", "status"),
-    )
-
-    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    agent_type: Mapped[str] = mapped_column(String(255))
-    status: Mapped[Status] = mapped_column(_STATUS)
-    latest_completion_percentage: Mapped[int | None] = mapped_column(Integer)
-    latest_log: Mapped[str | None] = mapped_column(Text)
-    worker: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-
-    logs: Mapped[list[ActivityLog]] = relationship(
-        back_populates="activity",
-        order_by="ActivityLog.id",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
-
-
-class ActivityLog(Base):
-    """One step of a run: a lifecycle change or a status report from the agent."""
-
-    __tablename__ = f"{_PREFIX}activity_log"
-
-    id: Mapped[int] = mapped_column(_LOG_ID, primary_key=True, autoincrement=True)
-    agent_id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, ForeignKey(f"{_PREFIX}activity.agent_id", ondelete="CASCADE"), index=True
-    )
-    message: Mapped[str] = mapped_column(Text)
-    status: Mapped[Status] = mapped_column(_STATUS)
-    completion_percentage: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    activity: Mapped[Activity] = relationship(back_populates="logs")
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Activity",
+    "ActivityLog",
+    "Base",
+    "Status",
+    "UTCDateTime",
+    "utcnow",
+]

@@ -5,15 +5,17 @@ from __future__ import annotations
 import builtins
 import uuid
 
-from sqlalchemy import func, insert, select
-from sqlalchemy import update as sql_update
+import redis
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from agentexec.activity.models import ACTIVE, Activity, ActivityLog, Status, utcnow
 from agentexec.activity.schemas import ActivityDetail, ActivityListItem, ActivityPage
-from agentexec.activity.signals import status_reported
+from agentexec.db import projection
+from agentexec.db.models import ACTIVE, Activity, Status
+from agentexec.events import Event, EventKind, clock_seq
 from agentexec.exceptions import InvalidAgentIdError
 from agentexec.ids import parse_agent_id
+from agentexec.runtime import get_runtime
 
 
 def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None:
@@ -57,51 +59,20 @@ def count_active(session: Session) -> int:
 def cancel_pending(session: Session, reason: str = "Canceled at startup") -> int:
     """Mark every QUEUED or RUNNING run CANCELED, log why, and return how many there were.
 
-    Meant for startup cleanup, when the runs are known to be gone. A worker that still holds
-    one of them records its progress over this.
+    Meant for startup cleanup, when the runs are known to be gone. Each cancel is also an
+    event in the event log, so watchers see it. A worker that still runs one of them goes
+    on, but the row stays CANCELED.
     """
     ids: builtins.list[uuid.UUID] = builtins.list(
         session.scalars(select(Activity.agent_id).where(Activity.status.in_(ACTIVE)))
     )
     if not ids:
         return 0
-    now = utcnow()
-    session.execute(
-        sql_update(Activity)
-        .where(Activity.agent_id.in_(ids), Activity.status.in_(ACTIVE))
-        .values(status=Status.CANCELED, latest_log=reason, updated_at=now)
-    )
-    session.execute(
-        insert(ActivityLog),
-        [
-            {"agent_id": i, "message": reason, "status": Status.CANCELED, "created_at": now}
-            for i in ids
-        ],
-    )
+    events = [Event(i, Status.CANCELED, reason, kind=EventKind.CANCELED) for i in ids]
+    try:
+        events = get_runtime().events.append(events)
+    except redis.RedisError:
+        events = [e.appended(clock_seq()) for e in events]
+    projection.apply(session.connection(), events)
     session.commit()
     return len(ids)
-
-
-def update(
-    agent_id: uuid.UUID | str,
-    message: str,
-    percentage: int | None = None,
-    status: Status | str = Status.RUNNING,
-) -> None:
-    """Record a status report for a run, through the `status_reported` signal.
-
-    Safe on an event loop: the write happens on agentexec's writer thread.
-
-    Raises:
-        InvalidAgentIdError: `agent_id` is not a UUID.
-        ValueError: `percentage` is outside 0..100.
-    """
-    if percentage is not None and not 0 <= percentage <= 100:
-        raise ValueError(f"percentage must be between 0 and 100, got {percentage}")
-    status_reported.send(
-        sender=None,
-        agent_id=parse_agent_id(agent_id),
-        message=message,
-        percentage=percentage,
-        status=Status(status),
-    )

@@ -1,43 +1,67 @@
-"""Turns Celery's task signals into activity rows, like `celery/fixups/django.py`.
+"""Turns Celery's signals into activity events, one installer per app (`celery/fixups/django.py`).
 
-Signals fire for every task in the app, so each handler first checks that the task is an
-agent task. Where they fire:
+`ActivityRecorder(app).install()` connects every signal agentexec listens to, the worker's
+lifecycle included, and each handler first checks that the signal concerns its own app.
 
-- `before_task_publish` in the producer: QUEUED, written before the message leaves, so a
-  status request right after enqueue finds the run.
-- `task_prerun`, `task_success`, `task_failure`, `task_retry` in the process running the
-  task: RUNNING, COMPLETE 100, ERROR with the reason, QUEUED again.
-- `task_revoked`, `task_rejected`, `task_unknown` and `task_failure` for a lost child
-  (`WorkerLostError`) in the worker's main process.
-- `status_reported`, agentexec's own signal, on the agent's event loop: a RUNNING log row.
+Every change becomes an event in the event log (see `agentexec.eventlog`). Two writes also go
+to SQL at once, because readers rely on them:
+
+- QUEUED, by the producer, before the message leaves (`queued`): a status request right after
+  enqueue finds the run;
+- the end of a run, by the task body, before Celery stores the result (`finished`): a client
+  that holds the result never reads a stale RUNNING.
+
+Where they fire:
+
+- `before_task_publish`, in the producer: QUEUED for messages that did not come through
+  `AgentTask.apply_async` (`app.send_task`, say).
+- `task_prerun`, `task_postrun`, `task_success`, `task_failure`, `task_retry`, in the process
+  running the task.
+- `task_revoked`, `task_rejected`, `task_unknown` and `task_failure` for a lost child, in the
+  worker's main process.
+- `worker_init`, `worker_ready`, `worker_shutdown`, `worker_process_shutdown`: the worker
+  loads revoked ids and prepares the database, starts its projector, and stops its runtime.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 import weakref
 from typing import Any, ClassVar, Self
 
+import redis
 from celery import Celery, signals, states
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec.activity import store
-from agentexec.activity.models import Status
-from agentexec.activity.signals import status_reported
-from agentexec.activity.store import Entry
-from agentexec.activity.writer import writer
-from agentexec.exceptions import InvalidAgentIdError
+from agentexec import revoked
+from agentexec.config import get_settings
+from agentexec.db.models import Status
+from agentexec.events import Event, EventKind, clock_seq
+from agentexec.exceptions import ActivityStoreError, BrokerUnavailableError, InvalidAgentIdError
 from agentexec.ids import parse_agent_id
+from agentexec.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
 #: Message header that marks an agent task, for workers that do not know the task.
 AGENT_HEADER = "agentexec"
-#: Seconds a terminal write may hold the pool thread before the task is acknowledged.
+#: Message header saying the producer already recorded the run as QUEUED.
+QUEUED_HEADER = "agentexec_queued"
+#: Seconds the end of a run may wait for the event log before the task goes on.
 TERMINAL_WAIT = 30.0
+
+_KIND = {
+    Status.COMPLETE: EventKind.COMPLETE,
+    Status.ERROR: EventKind.ERROR,
+    Status.CANCELED: EventKind.CANCELED,
+    Status.QUEUED: EventKind.RETRY,
+    Status.RUNNING: EventKind.REPORT,
+}
 
 
 class ActivityRecorder:
-    """Connects every signal agentexec records activity from."""
+    """Records the activity of one app's agent tasks."""
 
     _installed: ClassVar[weakref.WeakKeyDictionary[Celery, ActivityRecorder]] = (
         weakref.WeakKeyDictionary()
@@ -58,42 +82,88 @@ class ActivityRecorder:
         for signal, handler in (
             (signals.before_task_publish, self.on_before_task_publish),
             (signals.task_prerun, self.on_task_prerun),
+            (signals.task_postrun, self.on_task_postrun),
             (signals.task_success, self.on_task_success),
             (signals.task_failure, self.on_task_failure),
             (signals.task_retry, self.on_task_retry),
             (signals.task_revoked, self.on_task_revoked),
             (signals.task_rejected, self.on_task_rejected),
             (signals.task_unknown, self.on_task_unknown),
-            (status_reported, self.on_status_reported),
+            (signals.worker_init, self.on_worker_init),
+            (signals.worker_ready, self.on_worker_ready),
+            (signals.worker_shutdown, self.on_worker_shutdown),
+            (signals.worker_process_shutdown, self.on_worker_process_shutdown),
         ):
             signal.connect(handler, weak=False)
         return self
 
     def is_agent_task(self, task: Any) -> bool:
         """Whether `task` (a task or a task name) is an agent task of this app."""
-        from agentexec.tasks import AgentTask
-
         if isinstance(task, str):
             task = self.app.tasks.get(task)
-        return isinstance(task, AgentTask) and task.app is self.app
+        return bool(getattr(task, "agentexec_agent", False)) and task.app is self.app
+
+    def _is_mine(self, sender: Any) -> bool:
+        return getattr(sender, "app", None) is self.app
 
     # Producer
+
+    def queued(self, agent_id: uuid.UUID, task_name: str, retries: int = 0) -> Event:
+        """Record a run as QUEUED: in the event log, then in SQL. Call it before publishing.
+
+        Raises:
+            ActivityStoreError: the activity database is misconfigured. Nothing is recorded.
+            BrokerUnavailableError: the broker's Redis is unreachable. Nothing is recorded.
+        """
+        runtime = get_runtime()
+        try:
+            runtime.ready_engine()  # a misconfiguration raises here, before anything is sent
+        except SQLAlchemyError:
+            pass  # unreachable: the run goes on, and `write` below says so once
+        event = Event(
+            agent_id,
+            Status.QUEUED,
+            f"Retry {retries} queued" if retries else "Task queued",
+            kind=EventKind.RETRY if retries else EventKind.QUEUED,
+            task=task_name,
+        )
+        try:
+            [event] = runtime.events.append([event])
+        except redis.RedisError as exc:
+            raise BrokerUnavailableError(_safe_url(runtime.events.url), str(exc)) from exc
+        try:
+            runtime.write([event])
+        except ActivityStoreError as exc:
+            self.not_queued(event, exc)
+            raise
+        return event
+
+    def not_queued(self, queued: Event, error: BaseException) -> None:
+        """The publish of a run recorded by `queued` failed: end it ERROR with the reason."""
+        failed = Event(
+            queued.agent_id,
+            Status.ERROR,
+            f"Not queued: {describe(error)}",
+            kind=EventKind.ERROR,
+            task=queued.task,
+        )
+        runtime = get_runtime()
+        try:
+            [failed] = runtime.events.append([failed])
+        except redis.RedisError:
+            failed = failed.appended(max(clock_seq(), (queued.seq or 0) + 1))
+        try:
+            runtime.write([failed])
+        except ActivityStoreError:
+            pass
 
     def on_before_task_publish(
         self, sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
     ) -> None:
-        if headers is None or not self.is_agent_task(sender):
+        if headers is None or headers.get(QUEUED_HEADER) or not self.is_agent_task(sender):
             return
         headers[AGENT_HEADER] = 1
-        retries = headers.get("retries") or 0
-        entry = Entry(
-            parse_agent_id(headers["id"]),
-            Status.QUEUED,
-            f"Retry {retries} queued" if retries else "Task queued",
-            agent_type=str(sender),
-        )
-        # Synchronous: the row must exist before the message can reach a worker.
-        store.record_queued(entry)
+        self.queued(parse_agent_id(headers["id"]), str(sender), headers.get("retries") or 0)
 
     # Worker, task process
 
@@ -101,16 +171,25 @@ class ActivityRecorder:
         if not self.is_agent_task(sender) or task_id is None:
             return
         request = sender.request
+        agent_id = parse_agent_id(task_id)
         redelivered = (request.delivery_info or {}).get("redelivered")
-        entry = Entry(
-            parse_agent_id(task_id),
-            Status.RUNNING,
-            "Task started again (redelivered)" if redelivered else "Task started",
-            0,
-            agent_type=sender.name,
-            worker=sender.request.hostname,
+        appender = get_runtime().appender
+        appender.start_journal(agent_id)
+        appender.submit(
+            Event(
+                agent_id,
+                Status.RUNNING,
+                "Task started again (redelivered)" if redelivered else "Task started",
+                0,
+                kind=EventKind.STARTED,
+                task=sender.name,
+                worker=request.hostname,
+            )
         )
-        writer.submit(entry, ensure=True)
+
+    def on_task_postrun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+        if self.is_agent_task(sender) and task_id is not None:
+            get_runtime().appender.end_journal(parse_agent_id(task_id))
 
     def finished(
         self, task: Any, error: BaseException | None = None, *, retrying: bool = False
@@ -121,19 +200,19 @@ class ActivityRecorder:
         client could see the result while the activity still says RUNNING. The body calls
         this first; the signal handlers then skip the runs it has recorded.
         """
-        # The run's RUNNING entry (which creates a missing row) is ahead in the writer's queue.
         if error is None:
-            self._terminal(task.request.id, Status.COMPLETE, "Task completed", 100, ensure=False)
+            self._end(task.request.id, Status.COMPLETE, "Task completed", 100)
         elif retrying:
-            message = f"Attempt failed, retrying: {describe(error)}"
-            self._terminal(task.request.id, Status.QUEUED, message, ensure=False)
+            self._end(
+                task.request.id, Status.QUEUED, f"Attempt failed, retrying: {describe(error)}"
+            )
         else:
-            self._terminal(task.request.id, Status.ERROR, describe(error), ensure=False)
+            self._end(task.request.id, Status.ERROR, describe(error))
         task.request.agentexec_recorded = True
 
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
         if self.is_agent_task(sender) and not _recorded(sender):
-            self._terminal(sender.request.id, Status.COMPLETE, "Task completed", 100)
+            self._end(sender.request.id, Status.COMPLETE, "Task completed", 100)
 
     def on_task_failure(
         self,
@@ -143,14 +222,13 @@ class ActivityRecorder:
         **_: Any,
     ) -> None:
         if self.is_agent_task(sender) and task_id is not None and not _recorded(sender):
-            self._terminal(task_id, Status.ERROR, describe(exception))
+            self._end(task_id, Status.ERROR, describe(exception))
 
     def on_task_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     ) -> None:
         # The task body logged the failed attempt before the retry was published, and the
-        # publish logged "Retry N queued". Writing here would race with the next attempt,
-        # which may already have finished, and leave the run looking QUEUED.
+        # publish logged "Retry N queued". Writing here would race with the next attempt.
         if self.is_agent_task(sender) and not _recorded(sender):
             logger.info("agent %s retrying: %s", getattr(request, "id", "?"), reason)
 
@@ -167,11 +245,9 @@ class ActivityRecorder:
         if not self.is_agent_task(sender) or request is None:
             return
         if terminated:
-            from agentexec.loop import event_loop
-
-            event_loop.cancel(str(request.id))
+            get_runtime().loop.cancel(str(request.id))
         reason = "Expired before it started" if expired else "Canceled"
-        self._terminal(request.id, Status.CANCELED, reason)
+        self._end(request.id, Status.CANCELED, reason)
 
     def on_task_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
         self._from_message(message, f"Rejected by the worker: {describe(exc)}")
@@ -181,31 +257,58 @@ class ActivityRecorder:
     ) -> None:
         self._from_message(message, f"No worker knows the task {name!r}: {describe(exc)}")
 
-    # Agent, on the event loop
+    # Worker lifecycle
 
-    def on_status_reported(
-        self,
-        sender: Any = None,
-        agent_id: Any = None,
-        message: str = "",
-        percentage: int | None = None,
-        status: Status = Status.RUNNING,
-        **_: Any,
-    ) -> None:
-        writer.submit(Entry(parse_agent_id(agent_id), Status(status), message, percentage))
+    def on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        """Before consuming: learn revoked runs, and open (or create) the activity tables."""
+        if not self._is_mine(sender):
+            return
+        revoked.load(self.app)
+        try:
+            get_runtime().ready_engine()
+        except ActivityStoreError as exc:
+            logger.error("%s; activity waits in the event log until this is fixed", exc)
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "the activity database is unreachable (%s); activity waits in the event log",
+                str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
+            )
 
-    def _terminal(
+    def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        if self._is_mine(sender) and get_settings().projector:
+            get_runtime().start_projector()
+
+    def on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
+        if self._is_mine(sender):
+            get_runtime().stop()
+
+    def on_worker_process_shutdown(self, **_: Any) -> None:
+        get_runtime().stop()
+
+    # Recording
+
+    def _end(
         self,
         task_id: Any,
         status: Status,
         message: str,
         percentage: int | None = None,
         *,
-        ensure: bool = True,
+        task: str | None = None,
     ) -> None:
-        entry = Entry(parse_agent_id(task_id), status, message, percentage)
-        if not writer.submit(entry, ensure=ensure, wait=TERMINAL_WAIT):
-            logger.error("activity for %s not committed within %ss", task_id, TERMINAL_WAIT)
+        """Append a run's last event, then write its journal to SQL, and wait for both."""
+        agent_id = parse_agent_id(task_id)
+        runtime = get_runtime()
+        event = Event(agent_id, status, message, percentage, kind=_KIND[status], task=task)
+        appended = runtime.appender.submit_and_wait(event, TERMINAL_WAIT)
+        journal = runtime.appender.end_journal(agent_id)
+        if appended is None:
+            logger.error("event log unreachable: the end of %s goes to SQL only", agent_id)
+            appended = event.appended(clock_seq())
+        try:
+            runtime.write([*journal, appended])
+        except ActivityStoreError as exc:
+            logger.error("activity of %s not recorded: %s", agent_id, exc)
 
     def _from_message(self, message: Any, reason: str) -> None:
         headers = getattr(message, "headers", None) or {}
@@ -216,8 +319,7 @@ class ActivityRecorder:
         except InvalidAgentIdError:
             logger.error("agent task message without a valid id: %r", headers)
             return
-        entry = Entry(agent_id, Status.ERROR, reason, agent_type=headers.get("task"))
-        writer.submit(entry, ensure=True, wait=TERMINAL_WAIT)
+        self._end(agent_id, Status.ERROR, reason, task=headers.get("task"))
         if self.app.backend.get_state(str(agent_id)) not in states.READY_STATES:
             # So that waiters hear of it at once (Celery stores none for a rejected message).
             self.app.backend.mark_as_failure(str(agent_id), RuntimeError(reason))
@@ -225,6 +327,10 @@ class ActivityRecorder:
 
 def _recorded(task: Any) -> bool:
     return bool(getattr(task.request, "agentexec_recorded", False))
+
+
+def _safe_url(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
 
 
 def describe(exc: BaseException | None) -> str:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from agentexec.activity.queries import update
+from agentexec.activity.reports import report
 from agentexec.ids import parse_agent_id
 
 REPORT_STATUS_PROMPT = (
@@ -78,14 +78,14 @@ class BaseAgentRunner:
         """Record a status report; returns the text to hand back to the model.
 
         An invalid report is not recorded, and the returned text tells the model why, so it
-        can correct itself. The write happens on agentexec's writer thread.
+        can correct itself. Nothing here waits on I/O.
         """
         message = message.strip()
         if not message:
             return "Error: message must not be empty. Describe what you are doing."
         if percentage is not None and not 0 <= percentage <= 100:
             return f"Error: percentage must be a whole number from 0 to 100, got {percentage}."
-        update(self.agent_id, message, percentage)
+        report(self.agent_id, message, percentage)
         return "Status recorded."
 
     async def run(self, agent: Any, input: Any, **kwargs: Any) -> Any:

@@ -7,7 +7,22 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-JSONDict = dict[str, Any]
+__all__ = [
+    # Replies
+    "ModelError",
+    "Reply",
+    "ToolCall",
+    # Responders
+    "Responder",
+    "default_responder",
+    "make_status_responder",
+    # Request inspection, for writing responders
+    "answered_tool_names",
+    "function_tool_names",
+    "last_user_text",
+]
+
+_JSONDict = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +66,7 @@ class ModelError:
     error_type: str = "server_error"
     code: str | None = None
 
-    def body(self) -> JSONDict:
+    def body(self) -> _JSONDict:
         """Return the OpenAI-style JSON error body.
 
         Returns:
@@ -164,7 +179,7 @@ class Reply:
         )
 
 
-Responder = Callable[[JSONDict], Reply | str | Awaitable[Reply | str]]
+Responder = Callable[[_JSONDict], Reply | str | Awaitable[Reply | str]]
 """Maps a request body (Responses or Chat Completions JSON) to a reply; may be async.
 
 A plain ``str`` is shorthand for ``Reply.message(text)``.
@@ -279,7 +294,7 @@ def make_status_responder(
     arguments: Mapping[str, Any] | None = None,
     final_prefix: str = "Done: ",
     delay: float | None = None,
-) -> Callable[[JSONDict], Reply]:
+) -> Callable[[_JSONDict], Reply]:
     """Build a stateless responder that calls a status tool once and then finishes.
 
     If the request offers a function tool named ``tool_name`` and the conversation does not yet
@@ -300,7 +315,7 @@ def make_status_responder(
         {"message": "Working on it", "percentage": 50} if arguments is None else arguments
     )
 
-    def responder(request: JSONDict) -> Reply:
+    def responder(request: _JSONDict) -> Reply:
         if tool_name in function_tool_names(request) and tool_name not in answered_tool_names(
             request
         ):
@@ -310,5 +325,5 @@ def make_status_responder(
     return responder
 
 
-default_responder: Callable[[JSONDict], Reply] = make_status_responder()
+default_responder: Callable[[_JSONDict], Reply] = make_status_responder()
 """The default responder: one ``report_status`` call (if offered), then ``"Done: <input>"``."""

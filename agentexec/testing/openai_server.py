@@ -131,22 +131,25 @@ from agentexec.testing.openai_wire import (
 )
 
 __all__ = [
+    # The server
+    "ScriptedOpenAIServer",
+    "main",
+    # Replies and responders (defined in openai_script)
     "ModelError",
     "Reply",
-    "Responder",
-    "ScriptedOpenAIServer",
     "ToolCall",
-    "answered_tool_names",
+    "Responder",
     "default_responder",
+    "make_status_responder",
+    # Request inspection, for writing responders
+    "answered_tool_names",
     "function_tool_names",
     "last_user_text",
-    "main",
-    "make_status_responder",
 ]
 
-logger = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
-JSONDict = dict[str, Any]
+_JSONDict = dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class ScriptedOpenAIServer:
         self._shutdown_timeout = shutdown_timeout
         self._log_level = log_level
         self._lock = threading.Lock()
-        self._requests: list[JSONDict] = []
+        self._requests: list[_JSONDict] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -239,7 +242,7 @@ class ScriptedOpenAIServer:
         return f"{self.url}/v1"
 
     @property
-    def requests(self) -> list[JSONDict]:
+    def requests(self) -> list[_JSONDict]:
         """A snapshot of all request bodies received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
@@ -281,7 +284,7 @@ class ScriptedOpenAIServer:
                 server.run(sockets=[sock])
             except BaseException as exc:  # reported by _wait_until_ready / stop
                 self._thread_error = exc
-                logger.exception("ScriptedOpenAIServer crashed")
+                _logger.exception("ScriptedOpenAIServer crashed")
             finally:
                 sock.close()
 
@@ -398,7 +401,7 @@ class ScriptedOpenAIServer:
 
     # -- request handling ---------------------------------------------------------------------
 
-    async def _read_request(self, request: Request) -> JSONDict | Response:
+    async def _read_request(self, request: Request) -> _JSONDict | Response:
         try:
             body = await request.json()
         except ValueError:
@@ -417,7 +420,7 @@ class ScriptedOpenAIServer:
             self._requests.append(body)
         return body
 
-    async def _reply(self, body: JSONDict) -> Reply:
+    async def _reply(self, body: _JSONDict) -> Reply:
         result = self.responder(body)
         if not isinstance(result, Reply | str):
             result = await result
@@ -427,14 +430,14 @@ class ScriptedOpenAIServer:
             await asyncio.sleep(delay)
         return reply
 
-    async def _plan_or_error(self, request: Request) -> tuple[JSONDict, _Plan] | Response:
+    async def _plan_or_error(self, request: Request) -> tuple[_JSONDict, _Plan] | Response:
         body = await self._read_request(request)
         if isinstance(body, Response):
             return body
         try:
             reply = await self._reply(body)
         except Exception as exc:
-            logger.exception("ScriptedOpenAIServer responder failed")
+            _logger.exception("ScriptedOpenAIServer responder failed")
             error = ModelError(500, f"Responder failed: {exc!r}")
             return JSONResponse(error.body(), status_code=error.status_code)
         if reply.error is not None:

@@ -1,5 +1,8 @@
 """The OpenAI wire format the local server speaks: Responses and Chat Completions payloads,
-plain and as server-sent events."""
+plain and as server-sent events.
+
+Internal to `openai_server`, which is the only user of these helpers: nothing here is public.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from typing import Any
 
 from agentexec.testing.openai_script import Reply
 
-JSONDict = dict[str, Any]
+__all__: list[str] = []
+
+_JSONDict = dict[str, Any]
 
 # --------------------------------------------------------------------------------------------
 # Wire format
@@ -76,11 +81,11 @@ class _Plan:
         return cls(text=text, message_id=_new_id("msg_"), calls=calls)
 
 
-def _output_text_part(text: str) -> JSONDict:
+def _output_text_part(text: str) -> _JSONDict:
     return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
 
-def _message_item(plan: _Plan, text: str, status: str) -> JSONDict:
+def _message_item(plan: _Plan, text: str, status: str) -> _JSONDict:
     return {
         "id": plan.message_id,
         "type": "message",
@@ -90,7 +95,7 @@ def _message_item(plan: _Plan, text: str, status: str) -> JSONDict:
     }
 
 
-def _function_call_item(call: _PlannedCall, arguments: str, status: str) -> JSONDict:
+def _function_call_item(call: _PlannedCall, arguments: str, status: str) -> _JSONDict:
     return {
         "id": call.item_id,
         "type": "function_call",
@@ -101,15 +106,15 @@ def _function_call_item(call: _PlannedCall, arguments: str, status: str) -> JSON
     }
 
 
-def _responses_output(plan: _Plan) -> list[JSONDict]:
-    output: list[JSONDict] = []
+def _responses_output(plan: _Plan) -> list[_JSONDict]:
+    output: list[_JSONDict] = []
     if plan.text is not None:
         output.append(_message_item(plan, plan.text, "completed"))
     output.extend(_function_call_item(call, call.arguments, "completed") for call in plan.calls)
     return output
 
 
-def _responses_usage(request: Mapping[str, Any], output: Any) -> JSONDict:
+def _responses_usage(request: Mapping[str, Any], output: Any) -> _JSONDict:
     input_tokens = _estimate_tokens(request.get("input"))
     output_tokens = _estimate_tokens(output)
     return {
@@ -126,8 +131,8 @@ def _response_object(
     response_id: str,
     created_at: int,
     status: str,
-    output: list[JSONDict],
-) -> JSONDict:
+    output: list[_JSONDict],
+) -> _JSONDict:
     completed = status == "completed"
     return {
         "id": response_id,
@@ -163,7 +168,7 @@ def _response_object(
     }
 
 
-def _responses_events(request: Mapping[str, Any], plan: _Plan) -> Iterator[JSONDict]:
+def _responses_events(request: Mapping[str, Any], plan: _Plan) -> Iterator[_JSONDict]:
     """Yield the Responses streaming events for a plan, without sequence numbers."""
     response_id = _new_id("resp_")
     created_at = int(time.time())
@@ -232,7 +237,7 @@ def _responses_events(request: Mapping[str, Any], plan: _Plan) -> Iterator[JSOND
     }
 
 
-def _chat_usage(request: Mapping[str, Any], plan: _Plan) -> JSONDict:
+def _chat_usage(request: Mapping[str, Any], plan: _Plan) -> _JSONDict:
     prompt_tokens = _estimate_tokens(request.get("messages"))
     completion_tokens = _estimate_tokens([plan.text, [c.arguments for c in plan.calls]])
     return {
@@ -254,8 +259,8 @@ def _chat_plan_text(plan: _Plan) -> str | None:
     return None if plan.calls and not plan.text else plan.text
 
 
-def _chat_completion(request: Mapping[str, Any], plan: _Plan) -> JSONDict:
-    message: JSONDict = {
+def _chat_completion(request: Mapping[str, Any], plan: _Plan) -> _JSONDict:
+    message: _JSONDict = {
         "role": "assistant",
         "content": _chat_plan_text(plan),
         "refusal": None,
@@ -289,9 +294,9 @@ def _chat_completion(request: Mapping[str, Any], plan: _Plan) -> JSONDict:
     }
 
 
-def _chat_chunks(request: Mapping[str, Any], plan: _Plan) -> Iterator[JSONDict]:
+def _chat_chunks(request: Mapping[str, Any], plan: _Plan) -> Iterator[_JSONDict]:
     include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-    base: JSONDict = {
+    base: _JSONDict = {
         "id": _new_id("chatcmpl-"),
         "object": "chat.completion.chunk",
         "created": int(time.time()),
@@ -302,7 +307,7 @@ def _chat_chunks(request: Mapping[str, Any], plan: _Plan) -> Iterator[JSONDict]:
     if include_usage:
         base["usage"] = None
 
-    def chunk(delta: JSONDict, finish_reason: str | None = None) -> JSONDict:
+    def chunk(delta: _JSONDict, finish_reason: str | None = None) -> _JSONDict:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {**base, "choices": [choice]}
 
@@ -330,13 +335,13 @@ def _chat_chunks(request: Mapping[str, Any], plan: _Plan) -> Iterator[JSONDict]:
         yield {**base, "choices": [], "usage": _chat_usage(request, plan)}
 
 
-async def _sse_responses(events: Iterator[JSONDict]) -> AsyncIterator[str]:
+async def _sse_responses(events: Iterator[_JSONDict]) -> AsyncIterator[str]:
     for sequence_number, event in enumerate(events):
         event["sequence_number"] = sequence_number
         yield f"event: {event['type']}\ndata: {_dumps(event)}\n\n"
 
 
-async def _sse_chat(chunks: Iterator[JSONDict]) -> AsyncIterator[str]:
+async def _sse_chat(chunks: Iterator[_JSONDict]) -> AsyncIterator[str]:
     for chunk in chunks:
         yield f"data: {_dumps(chunk)}\n\n"
     yield "data: [DONE]\n\n"

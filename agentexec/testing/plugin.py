@@ -34,10 +34,10 @@ import pytest
 import redis
 from sqlalchemy.orm import Session
 
-from agentexec.activity import database
-from agentexec.activity.models import Base
-from agentexec.activity.writer import writer
 from agentexec.config import get_settings
+from agentexec.db.models import Base
+from agentexec.events import Event
+from agentexec.runtime import Runtime, get_runtime, set_runtime
 from agentexec.testing.worker import WorkerProcess, celery_worker_argv
 
 StartWorker = Callable[..., WorkerProcess]
@@ -77,8 +77,10 @@ def agentexec_env(
 ) -> Iterator[dict[str, str]]:
     """The environment of one test, applied to this process and given to its workers.
 
-    Binds the activity store to `agentexec_database_url`, creates the tables, and gives the
-    test queues of its own.
+    Gives the test queues (and so an event log) of its own, and a runtime of its own bound to
+    `agentexec_database_url`, with the tables created and a projector running, so activity
+    recorded in the test process reaches SQL without a worker. `agentexec_flush()` waits
+    until it has.
     """
     env = {
         "REDIS_URL": agentexec_redis_url,
@@ -88,11 +90,15 @@ def agentexec_env(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    engine = database.bind(database_url=agentexec_database_url)
-    Base.metadata.create_all(engine)
+    runtime = Runtime(database_url=agentexec_database_url)
+    previous = set_runtime(runtime)
+    Base.metadata.create_all(runtime.engine)
+    runtime.start_projector()
     yield env
-    writer.flush()
-    engine.dispose()
+    runtime.wait_projected(10)
+    runtime.stop()
+    runtime.engine.dispose()
+    set_runtime(previous)
     _drop_queues(agentexec_redis_url, env["AGENTEXEC_QUEUE_PREFIX"])
     get_settings.cache_clear()
 
@@ -111,8 +117,21 @@ def _drop_queues(url: str, prefix: str) -> None:
 @pytest.fixture
 def agentexec_session(agentexec_env: dict[str, str]) -> Iterator[Session]:
     """A session on the test's activity database."""
-    with Session(database.get_engine()) as session:
+    with Session(get_runtime().engine) as session:
         yield session
+
+
+def record_events(*events: Event) -> list[Event]:
+    """Append `events` to the event log and write them to SQL, as the publish path does."""
+    runtime = get_runtime()
+    appended = runtime.events.append(events)
+    runtime.write(appended)
+    return appended
+
+
+def agentexec_flush(timeout: float = 30.0) -> None:
+    """Wait until the activity this process recorded is in SQL (see `agentexec_env`)."""
+    assert get_runtime().wait_projected(timeout), f"activity not projected within {timeout}s"
 
 
 @pytest.fixture

@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity import database, store
 from agentexec.activity.models import ActivityLog, utcnow
-from agentexec.activity.store import Entry
-from agentexec.activity.writer import writer
+from agentexec.events import Event, EventKind
+from agentexec.runtime import get_runtime
+from agentexec.testing.plugin import agentexec_flush, record_events
 
 
-def _queued(agent_type: str = "research", created_at: object = None) -> uuid.UUID:
+def _queued(agent_type: str = "research", created_at: datetime | None = None) -> uuid.UUID:
     agent_id = uuid.uuid4()
-    entry = Entry(agent_id, ax.Status.QUEUED, "Task queued", agent_type=agent_type)
-    if created_at is not None:
-        entry.created_at = created_at
-    store.record_queued(entry)
+    at = created_at or utcnow()
+    record_events(Event(agent_id, ax.Status.QUEUED, "Task queued", task=agent_type, at=at))
     return agent_id
+
+
+def _end(agent_id: uuid.UUID, status: ax.Status, message: str, pct: int | None = None) -> None:
+    record_events(Event(agent_id, status, message, pct, kind=EventKind(status.value.lower())))
 
 
 def test_detail_has_logs_oldest_first(agentexec_session: Session) -> None:
     agent_id = _queued()
     ax.activity.update(agent_id, "Searching", 10)
     ax.activity.update(agent_id, "Reading", 60)
-    assert writer.flush()
+    agentexec_flush()
     activity = ax.activity.detail(agentexec_session, agent_id)
     assert activity is not None
     assert activity.status.value == "RUNNING"
@@ -63,8 +65,8 @@ def test_list_pages_newest_first(agentexec_session: Session) -> None:
 
 def test_list_shows_error_and_canceled_rows(agentexec_session: Session) -> None:
     failed, canceled = _queued(), _queued()
-    writer.submit(Entry(failed, ax.Status.ERROR, "ValueError: bad"), wait=10)
-    writer.submit(Entry(canceled, ax.Status.CANCELED, "Canceled"), wait=10)
+    _end(failed, ax.Status.ERROR, "ValueError: bad")
+    _end(canceled, ax.Status.CANCELED, "Canceled")
     statuses = {i.agent_id: i.status for i in ax.activity.list(agentexec_session).items}
     assert statuses == {failed: ax.Status.ERROR, canceled: ax.Status.CANCELED}
 
@@ -72,8 +74,8 @@ def test_list_shows_error_and_canceled_rows(agentexec_session: Session) -> None:
 def test_cancel_pending_and_count_active(agentexec_session: Session) -> None:
     queued, running, done = _queued(), _queued(), _queued()
     ax.activity.update(running, "Working", 30)
-    writer.submit(Entry(done, ax.Status.COMPLETE, "Task completed", 100), wait=10)
-    assert writer.flush()
+    _end(done, ax.Status.COMPLETE, "Task completed", 100)
+    agentexec_flush()
     assert ax.activity.count_active(agentexec_session) == 2
     assert ax.activity.cancel_pending(agentexec_session) == 2
     assert ax.activity.count_active(agentexec_session) == 0
@@ -99,7 +101,7 @@ def test_report_for_unknown_run_does_not_sink_the_batch(agentexec_session: Sessi
     known = _queued()
     ax.activity.update(uuid.uuid4(), "orphan report", 5)
     ax.activity.update(known, "kept", 40)
-    assert writer.flush()
+    agentexec_flush()
     activity = ax.activity.detail(agentexec_session, known)
     assert activity is not None and activity.logs[-1].message == "kept"
 
@@ -109,18 +111,16 @@ def test_guide_cleanup_sql_deletes_activities_with_their_logs(
 ) -> None:
     old, fresh = _queued(), _queued()
     ax.activity.update(old, "step", 50)
-    assert writer.flush()
+    agentexec_flush()
     agentexec_session.execute(
         text("UPDATE agentexec_activity SET updated_at = :t WHERE agent_id = :a"),
         {
             "t": utcnow() - timedelta(days=40),
-            "a": old if database.get_engine().dialect.name == "postgresql" else old.hex,
+            "a": old if get_runtime().engine.dialect.name == "postgresql" else old.hex,
         },
     )
     agentexec_session.commit()
     # The guide's own statement: a plain string and a naive UTC datetime.
-    from datetime import datetime
-
     cutoff = datetime.utcnow() - timedelta(days=30)
     agentexec_session.execute(
         "DELETE FROM agentexec_activity WHERE updated_at < :cutoff", {"cutoff": cutoff}

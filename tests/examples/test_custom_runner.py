@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity import store
-from agentexec.activity.store import Entry
-from agentexec.activity.writer import writer
+from agentexec.events import Event, EventKind
+from agentexec.testing.plugin import agentexec_flush, record_events
 
 sys.path.insert(0, str(Path(__file__).parent.parent.parent / "examples" / "custom_runner"))
 from function_runner import FunctionRunner, Report
@@ -31,11 +30,12 @@ async def test_function_runner_records_reports(
     agentexec_env: dict[str, str], agentexec_session: Session, sqlite_only: None
 ) -> None:
     agent_id = uuid.uuid4()
-    entry = Entry(agent_id, ax.Status.RUNNING, "Task started", 0, agent_type="summarize")
-    store.record_queued(entry)
+    record_events(
+        Event(agent_id, ax.Status.RUNNING, "Task started", 0, kind=EventKind.STARTED, task="s")
+    )
     runner = FunctionRunner(agent_id)
     assert await runner.run(count_words, "one two three") == {"words": 3}
-    assert writer.flush()
+    agentexec_flush()
     activity = ax.activity.detail(agentexec_session, agent_id)
     assert activity is not None
     assert [(log.message, log.completion_percentage) for log in activity.logs] == [

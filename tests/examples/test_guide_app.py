@@ -30,11 +30,10 @@ from sqlalchemy.orm import Session
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from agentexec.activity import database
 from agentexec.activity.models import Activity, ActivityLog, utcnow
-from agentexec.testing.openai_server import ScriptedOpenAIServer
+from agentexec.runtime import get_runtime
+from agentexec.testing import ScriptedOpenAIServer, WorkerProcess, wait_for
 from agentexec.testing.plugin import StartWorker
-from agentexec.testing.worker import WorkerProcess, wait_for
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
 SRC = APP_DIR / "src"
@@ -299,7 +298,7 @@ def test_admin_cleanup_deletes_old_activities_and_their_logs(guide_app: GuideApp
         assert app.http.get(f"/api/tasks/{agent_id}/result").status_code == 200
         assert app.wait_terminal(agent_id)[-1]["status"] == "COMPLETE"
 
-    engine = database.get_engine()
+    engine = get_runtime().engine
     with engine.begin() as conn:
         conn.execute(
             update(Activity)

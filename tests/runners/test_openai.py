@@ -9,9 +9,8 @@ from agents import Agent, set_tracing_disabled
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity import store
-from agentexec.activity.store import Entry
-from agentexec.activity.writer import writer
+from agentexec.events import Event, EventKind
+from agentexec.testing.plugin import agentexec_flush, record_events
 from agentexec.testing.scripted import answer, endless_tool_calls, fail, report, scripted_model
 
 set_tracing_disabled(True)
@@ -20,13 +19,14 @@ set_tracing_disabled(True)
 @pytest.fixture
 def agent_id(agentexec_env: dict[str, str], sqlite_only: None) -> uuid.UUID:
     agent_id = uuid.uuid4()
-    entry = Entry(agent_id, ax.Status.RUNNING, "Task started", 0, agent_type="test")
-    store.write([entry], [entry])
+    record_events(
+        Event(agent_id, ax.Status.RUNNING, "Task started", 0, kind=EventKind.STARTED, task="test")
+    )
     return agent_id
 
 
 def _messages(session: Session, agent_id: uuid.UUID) -> list[tuple[str, int | None]]:
-    assert writer.flush()
+    agentexec_flush()
     session.expire_all()
     activity = ax.activity.detail(session, agent_id)
     assert activity is not None

@@ -1,0 +1,140 @@
+"""The activity database: engines, table creation, and telling a misconfiguration from an outage.
+
+The two kinds of failure are handled differently. A misconfiguration (a missing driver, an
+unknown database, no permission, missing tables that may not be created) will not heal by
+waiting, so it raises `ActivityStoreError` where the user can see it, at enqueue. An outage
+(refused or dropped connections) heals, so runs go on and their activity waits in the event
+log until the database is back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+
+from agentexec.config import get_settings
+from agentexec.db.models import Activity, ActivityLog, Base
+from agentexec.exceptions import ActivityStoreError
+
+#: Words in a driver's error that mean the setup is wrong, not that the server is away.
+_MISCONFIGURED = (
+    "does not exist",
+    "authentication failed",
+    "permission denied",
+    "no pg_hba.conf entry",
+    "password",
+    "unable to open database file",
+    "no such table",
+    "no such column",
+    "has no column",
+    "undefinedcolumn",
+    "undefinedtable",
+    "readonly database",
+)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """Make SQLite honour `ON DELETE CASCADE` and wait for a lock instead of failing at once.
+
+    Registered on every engine, the user's included, because the guide deletes activities
+    with raw SQL through its own engine and expects their logs to go with them.
+    """
+    module = type(dbapi_connection).__module__
+    if module.startswith(("sqlite3", "pysqlite2")):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def create(url: str) -> Engine:
+    """An engine for the activity tables at `url`.
+
+    Raises:
+        ActivityStoreError: the URL is malformed or its driver is not installed.
+    """
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_wal)
+            return engine
+        # No pre-ping: it costs a round trip on every checkout, on the publish path. A
+        # connection that died with its server fails once and is replaced.
+        engine = create_engine(
+            url,
+            pool_recycle=1800,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+        )
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ActivityStoreError(_safe(url), f"{type(exc).__name__}: {exc}") from exc
+    return engine
+
+
+def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
+    # WAL lets the web app read while a worker writes.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def prepare(engine: Engine) -> None:
+    """Check that the activity tables can be used, creating them when they are missing.
+
+    Raises:
+        ActivityStoreError: the database is misconfigured.
+        SQLAlchemyError: it is unreachable (see `is_outage`).
+    """
+    try:
+        tables = {Activity.__tablename__, ActivityLog.__tablename__}
+        with engine.connect() as conn:
+            missing = tables - set(inspect(conn).get_table_names())
+        if not missing:
+            return
+        if not get_settings().create_tables:
+            raise ActivityStoreError(
+                _safe(engine),
+                f"missing tables {', '.join(sorted(missing))} and AGENTEXEC_CREATE_TABLES is "
+                "off: run `agentexec create-tables` or your migrations",
+            )
+        Base.metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        raise misconfigured(engine, exc) or exc from None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable for now, as opposed to misconfigured."""
+    if isinstance(exc, ActivityStoreError | ProgrammingError | ImportError):
+        return False
+    if isinstance(exc, DBAPIError):
+        text = f"{type(exc.orig).__name__} {exc.orig}".lower()
+        return not any(word in text for word in _MISCONFIGURED)
+    return isinstance(exc, SQLAlchemyError | OSError)
+
+
+def misconfigured(engine: Engine, exc: BaseException) -> ActivityStoreError | None:
+    """`exc` as an ActivityStoreError when it is a misconfiguration, else None."""
+    if isinstance(exc, ActivityStoreError):
+        return exc
+    if is_outage(exc):
+        return None
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return ActivityStoreError(_safe(engine), f"{type(exc).__name__}: {detail}")
+
+
+def _safe(engine_or_url: Engine | str) -> str:
+    """The URL without its password."""
+    if isinstance(engine_or_url, Engine):
+        return engine_or_url.url.render_as_string(hide_password=True)
+    return engine_or_url.split("@")[-1] if "@" in engine_or_url else engine_or_url

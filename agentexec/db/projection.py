@@ -1,0 +1,219 @@
+"""The SQL projection of the event log: how events become activity rows.
+
+`apply` is the only write. It is idempotent and order-safe, because the projector may apply
+an event twice (after a redelivery) and two projectors may apply one run's events out of
+order:
+
+- each event is one log row, unique by (agent_id, seq), so a second copy is a no-op;
+- a run's row shows its newest event: an event older than the one the row shows
+  (`last_seq`) leaves it alone;
+- a finished run stays finished: after COMPLETE, ERROR or CANCELED only QUEUED (a new
+  attempt) moves the row again.
+
+On PostgreSQL a batch of any size is one statement, so one round trip: the rows travel as
+arrays and `unnest` turns them back into rows on the server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, func, or_
+from sqlalchemy.dialects import sqlite
+
+from agentexec.db.models import TERMINAL, Activity, ActivityLog, Status
+from agentexec.events import Event
+
+_ACTIVITY = Activity.__tablename__
+_LOG = ActivityLog.__tablename__
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
+
+
+@dataclass(frozen=True, slots=True)
+class _RunRow:
+    """What one batch says about one run's row."""
+
+    agent_id: uuid.UUID
+    agent_type: str
+    status: Status
+    message: str
+    percentage: int | None
+    worker: str | None
+    created_at: datetime
+    updated_at: datetime
+    seq: int
+
+
+def apply(conn: Connection, events: Sequence[Event], *, synchronous_commit: bool = True) -> None:
+    """Apply appended events (each has a `seq`) to the activity tables.
+
+    Args:
+        conn: a connection; the caller commits.
+        events: in any order, duplicates allowed.
+        synchronous_commit: on PostgreSQL, False skips the WAL flush for this transaction.
+    """
+    unique = sorted({e.seq: e for e in events if e.seq is not None}.values(), key=_seq)
+    if not unique:
+        return
+    rows = _run_rows(unique)
+    if conn.dialect.name == "postgresql":
+        _apply_pg(conn, unique, rows, synchronous_commit)
+        return
+    _upsert_runs(conn, rows)
+    _insert_logs(conn, unique)
+
+
+def _seq(event: Event) -> int:
+    return event.seq or 0
+
+
+def _run_rows(events: list[Event]) -> list[_RunRow]:
+    """Per run, the event its row should show, folding the batch in log order."""
+    by_run: dict[uuid.UUID, list[Event]] = {}
+    for event in events:
+        by_run.setdefault(event.agent_id, []).append(event)
+    rows = []
+    for agent_id, run in by_run.items():
+        latest = run[0]
+        percentage, worker = latest.percentage, latest.worker
+        for event in run[1:]:
+            if latest.terminal and event.status is not Status.QUEUED:
+                continue  # finished stays finished
+            latest = event
+            percentage = event.percentage if event.percentage is not None else percentage
+            worker = event.worker or worker
+        rows.append(
+            _RunRow(
+                agent_id=agent_id,
+                agent_type=next((e.task for e in run if e.task), "unknown"),
+                status=latest.status,
+                message=latest.message,
+                percentage=percentage,
+                worker=worker,
+                created_at=run[0].at,
+                updated_at=latest.at,
+                seq=_seq(latest),
+            )
+        )
+    return rows
+
+
+def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
+    stmt = sqlite.insert(Activity)
+    new, table = stmt.excluded, Activity.__table__.c
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Activity.agent_id],
+        set_={
+            "status": new.status,
+            "latest_log": new.latest_log,
+            "latest_completion_percentage": func.coalesce(
+                new.latest_completion_percentage, table.latest_completion_percentage
+            ),
+            "worker": func.coalesce(new.worker, table.worker),
+            "updated_at": new.updated_at,
+            "last_seq": new.last_seq,
+        },
+        where=and_(
+            or_(table.last_seq.is_(None), table.last_seq < new.last_seq),
+            or_(and_(*(table.status != s for s in TERMINAL)), new.status == Status.QUEUED),
+        ),
+    )
+    conn.execute(
+        stmt,
+        [
+            {
+                "agent_id": r.agent_id,
+                "agent_type": r.agent_type,
+                "status": r.status,
+                "latest_log": r.message,
+                "latest_completion_percentage": r.percentage,
+                "worker": r.worker,
+                "created_at": r.created_at,
+                "updated_at": r.updated_at,
+                "last_seq": r.seq,
+            }
+            for r in rows
+        ],
+    )
+
+
+def _insert_logs(conn: Connection, events: list[Event]) -> None:
+    stmt = sqlite.insert(ActivityLog).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
+    conn.execute(
+        stmt,
+        [
+            {
+                "agent_id": e.agent_id,
+                "seq": e.seq,
+                "message": e.message,
+                "status": e.status,
+                "completion_percentage": e.percentage,
+                "created_at": e.at,
+            }
+            for e in events
+        ],
+    )
+
+
+_PG_APPLY = f"""
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', %(commit)s, true)
+), runs AS (
+    INSERT INTO {_ACTIVITY} AS a (agent_id, agent_type, status, latest_log,
+        latest_completion_percentage, worker, created_at, updated_at, last_seq)
+    SELECT * FROM unnest(%(r_id)s::uuid[], %(r_type)s::varchar[], %(r_status)s::varchar[],
+        %(r_message)s::text[], %(r_percentage)s::int[], %(r_worker)s::varchar[],
+        %(r_created)s::timestamptz[], %(r_updated)s::timestamptz[], %(r_seq)s::bigint[])
+    ON CONFLICT (agent_id) DO UPDATE SET
+        status = excluded.status,
+        latest_log = excluded.latest_log,
+        latest_completion_percentage =
+            coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
+        worker = coalesce(excluded.worker, a.worker),
+        updated_at = excluded.updated_at,
+        last_seq = excluded.last_seq
+    WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
+      AND (a.status NOT IN ({_TERMINAL_SQL}) OR excluded.status = 'QUEUED')
+)
+INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
+SELECT v.agent_id, v.seq, v.message, v.status, v.percentage, v.created_at
+FROM unnest(%(l_id)s::uuid[], %(l_seq)s::bigint[], %(l_message)s::text[],
+            %(l_status)s::varchar[], %(l_percentage)s::int[], %(l_created)s::timestamptz[])
+     AS v(agent_id, seq, message, status, percentage, created_at), commit_mode
+ORDER BY v.seq
+ON CONFLICT (agent_id, seq) DO NOTHING
+"""
+
+
+def _apply_pg(
+    conn: Connection, events: list[Event], rows: list[_RunRow], synchronous_commit: bool
+) -> None:
+    """The whole batch in one statement: the runs' rows first, then their log rows.
+
+    Plain SQL, so no statement tree is walked for a cache key on every batch. The log rows'
+    foreign keys are checked at the end of the statement, after the runs' rows exist.
+    """
+    conn.exec_driver_sql(
+        _PG_APPLY,
+        {
+            "commit": "on" if synchronous_commit else "off",
+            "r_id": [r.agent_id for r in rows],
+            "r_type": [r.agent_type for r in rows],
+            "r_status": [r.status.value for r in rows],
+            "r_message": [r.message for r in rows],
+            "r_percentage": [r.percentage for r in rows],
+            "r_worker": [r.worker for r in rows],
+            "r_created": [r.created_at for r in rows],
+            "r_updated": [r.updated_at for r in rows],
+            "r_seq": [r.seq for r in rows],
+            "l_id": [e.agent_id for e in events],
+            "l_seq": [e.seq for e in events],
+            "l_message": [e.message for e in events],
+            "l_status": [e.status.value for e in events],
+            "l_percentage": [e.percentage for e in events],
+            "l_created": [e.at for e in events],
+        },
+    )

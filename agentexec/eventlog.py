@@ -1,0 +1,232 @@
+"""The event log: a Redis Stream in the broker's Redis, appended by producers and workers.
+
+`EventLog` talks to Redis. `EventAppender` is the thread that appends on behalf of code that
+must not wait: agents report progress from the shared event loop, so their events are queued
+here and appended in batches, one pipeline per batch, in the order they were made. While
+Redis is unreachable the appender holds its events and retries; nothing is dropped.
+
+A worker also keeps a *journal* of each run it is running: every event of the run that this
+process appended. When the run ends, the task writes its journal to SQL in one transaction,
+before Celery stores the result, so a client that holds the result reads the whole log.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from agentexec.config import get_settings
+from agentexec.events import Event, entry_id, seq_of, stream_key
+
+logger = logging.getLogger(__name__)
+
+#: Events per pipeline.
+_BATCH = 500
+#: Longest pause between attempts while Redis is unreachable.
+_MAX_BACKOFF = 2.0
+#: Newest events kept in one run's journal; older ones reach SQL through the projector.
+_JOURNAL_LIMIT = 1_000
+
+
+class EventLog:
+    """Appends to and reads from the event log of the current queue prefix."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, redis.Redis] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """The Redis the log lives in: the broker's (`REDIS_URL`)."""
+        return get_settings().redis_url
+
+    @property
+    def key(self) -> str:
+        """The stream's key."""
+        return stream_key(get_settings())
+
+    def client(self) -> redis.Redis:
+        """A client of the log's Redis, shared by this process's threads."""
+        url = self.url
+        client = self._clients.get(url)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(url)
+                if client is None:
+                    client = redis.Redis.from_url(
+                        url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+                    )
+                    self._clients[url] = client
+        return client
+
+    def append(self, events: Sequence[Event]) -> list[Event]:
+        """Append `events` in order; returns them with their positions.
+
+        Raises:
+            redis.RedisError: Redis did not take them.
+        """
+        key = self.key
+        with self.client().pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(key, event.fields())  # type: ignore[arg-type]
+            ids = pipe.execute()
+        return [event.appended(seq_of(i)) for event, i in zip(events, ids, strict=True)]
+
+    def read(self, after: int = 0, count: int = 1_000) -> list[Event]:
+        """Events after position `after`, oldest first (for tools and tests)."""
+        start = "-" if after <= 0 else f"({entry_id(after)}"
+        entries: Any = self.client().xrange(self.key, start, "+", count=count)
+        return [Event.from_entry(i, fields) for i, fields in entries]
+
+    def close(self) -> None:
+        """Close the connections."""
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.close()
+
+
+class _Item:
+    __slots__ = ("appended", "done", "event")
+
+    def __init__(self, event: Event | None, done: threading.Event | None) -> None:
+        self.event = event
+        self.done = done
+        self.appended: Event | None = None
+
+
+class EventAppender:
+    """One thread that appends events for callers that must not wait on Redis."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._journals: dict[uuid.UUID, deque[Event]] = {}
+        self._last_seq = 0
+
+    @property
+    def last_seq(self) -> int:
+        """Position of the newest event this appender has appended."""
+        return self._last_seq
+
+    def submit(self, event: Event) -> None:
+        """Queue `event`; it is appended soon, after every event submitted before it."""
+        self._start()
+        self._queue.put(_Item(event, None))
+
+    def submit_and_wait(self, event: Event, timeout: float) -> Event | None:
+        """Queue `event` and wait until it is appended; None if that took over `timeout`."""
+        self._start()
+        item = _Item(event, threading.Event())
+        self._queue.put(item)
+        assert item.done is not None
+        return item.appended if item.done.wait(timeout) else None
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every event submitted so far is appended."""
+        if self._thread is None:
+            return True
+        item = _Item(None, threading.Event())
+        self._queue.put(item)
+        assert item.done is not None
+        return item.done.wait(timeout)
+
+    def start_journal(self, agent_id: uuid.UUID) -> None:
+        """Keep the events of `agent_id` appended from now on, for `end_journal`."""
+        with self._lock:
+            self._journals[agent_id] = deque(maxlen=_JOURNAL_LIMIT)
+
+    def end_journal(self, agent_id: uuid.UUID) -> list[Event]:
+        """The events of `agent_id` appended since `start_journal`, and forget them."""
+        with self._lock:
+            return list(self._journals.pop(agent_id, ()))
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Append what is queued (while Redis answers), then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        thread.join(timeout)
+        self._thread = None
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="agentexec-event-appender", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._append(batch, give_up=stopping)
+
+    def _append(self, batch: list[_Item], *, give_up: bool) -> None:
+        events = [item.event for item in batch if item.event is not None]
+        delay, failing_since = 0.05, 0.0
+        while events:
+            try:
+                appended = self.log.append(events)
+            except redis.RedisError as exc:
+                if not failing_since:
+                    failing_since = time.monotonic()
+                    logger.warning(
+                        "event log unreachable (%s); holding %d events and retrying",
+                        exc,
+                        len(events),
+                    )
+                if give_up:
+                    logger.error("event log unreachable at shutdown: %d events lost", len(events))
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            if failing_since:
+                logger.warning(
+                    "event log reachable again after %.1fs", time.monotonic() - failing_since
+                )
+            self._record(batch, appended)
+            break
+        for item in batch:
+            if item.done is not None:
+                item.done.set()
+
+    def _record(self, batch: list[_Item], appended: list[Event]) -> None:
+        events = iter(appended)
+        with self._lock:
+            for item in batch:
+                if item.event is None:
+                    continue
+                event = item.appended = next(events)
+                journal = self._journals.get(event.agent_id)
+                if journal is not None:
+                    journal.append(event)
+            if appended:
+                self._last_seq = max(self._last_seq, appended[-1].seq or 0)

@@ -1,0 +1,135 @@
+"""Activity events: one recorded change of one run, as it travels through the event log.
+
+Every change (queued, started, each status report, a retry, the end) is one event appended
+to a Redis Stream in the broker's Redis. The stream's entry id orders events; `seq` is that
+id as one sortable integer, so SQL rows can be ordered and deduplicated by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from agentexec.config import Settings
+from agentexec.db.models import TERMINAL, Status, utcnow
+
+#: Bits of `seq` that hold the entry's sequence number within its millisecond.
+_SEQ_BITS = 20
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+#: Consumer group of the SQL projectors.
+PROJECTOR_GROUP = "agentexec-projector"
+
+
+class EventKind(StrEnum):
+    """What happened to the run."""
+
+    #: Published to its queue.
+    QUEUED = "queued"
+    #: A worker started it (again, if redelivered).
+    STARTED = "started"
+    #: The agent reported progress.
+    REPORT = "report"
+    #: An attempt failed and the run is queued again.
+    RETRY = "retry"
+    #: It returned a result.
+    COMPLETE = "complete"
+    #: It raised, or could not run.
+    ERROR = "error"
+    #: It was revoked or canceled.
+    CANCELED = "canceled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One change of one run."""
+
+    agent_id: uuid.UUID
+    status: Status
+    message: str
+    percentage: int | None = None
+    kind: EventKind = EventKind.REPORT
+    #: The task name (agent type), where the producer of the event knows it.
+    task: str | None = None
+    #: The worker's node name, for events recorded by a worker.
+    worker: str | None = None
+    at: datetime = dataclasses.field(default_factory=utcnow)
+    #: Position in the log; None until the event is appended.
+    seq: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """Whether this event ends the run."""
+        return self.status in TERMINAL
+
+    def fields(self) -> dict[str, str]:
+        """The stream entry's fields."""
+        fields = {
+            "agent_id": str(self.agent_id),
+            "kind": self.kind.value,
+            "status": self.status.value,
+            "message": self.message,
+            "at": repr(self.at.timestamp()),
+        }
+        if self.percentage is not None:
+            fields["percentage"] = str(self.percentage)
+        if self.task is not None:
+            fields["task"] = self.task
+        if self.worker is not None:
+            fields["worker"] = self.worker
+        return fields
+
+    @classmethod
+    def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
+        """An event read back from the stream. Raises ValueError when it is malformed."""
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        try:
+            percentage = f.get("percentage")
+            return cls(
+                agent_id=uuid.UUID(f["agent_id"]),
+                status=Status(f["status"]),
+                message=f.get("message", ""),
+                percentage=int(percentage) if percentage else None,
+                kind=EventKind(f.get("kind", EventKind.REPORT.value)),
+                task=f.get("task"),
+                worker=f.get("worker"),
+                at=datetime.fromtimestamp(float(f["at"]), UTC),
+                seq=seq_of(entry_id),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed event {_text(entry_id)}: {exc!r}") from exc
+
+    def appended(self, seq: int) -> Event:
+        """This event at position `seq` of the log."""
+        return dataclasses.replace(self, seq=seq)
+
+
+def seq_of(entry_id: bytes | str) -> int:
+    """A stream entry id (`<ms>-<n>`) as one integer that sorts the same way."""
+    ms, _, n = _text(entry_id).partition("-")
+    return (int(ms) << _SEQ_BITS) | min(int(n or 0), _SEQ_MASK)
+
+
+def entry_id(seq: int) -> str:
+    """The stream entry id of `seq`."""
+    return f"{seq >> _SEQ_BITS}-{seq & _SEQ_MASK}"
+
+
+def clock_seq() -> int:
+    """A position from the clock, after every entry appended so far in this millisecond.
+
+    For rows written without the log (its Redis was unreachable): they still sort in time.
+    """
+    return (time.time_ns() // 1_000_000 << _SEQ_BITS) | _SEQ_MASK
+
+
+def stream_key(settings: Settings) -> str:
+    """The Redis key of the event log: one per queue prefix, like the queues."""
+    return f"{settings.queue_prefix}.events"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,150 @@
+"""Child processes (Celery workers, Flower): started, waited on until ready, always stopped.
+
+The demo (`agentexec demo`) starts its worker and Flower with these helpers, the embedded
+Redis waits with `wait_for`, and the test helpers re-export them for tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["WorkerProcess", "celery_worker_argv", "wait_for"]
+
+READY_MARK = " ready."
+
+
+class WorkerProcess:
+    """A worker (or Flower) subprocess whose output goes to a log file you can read.
+
+    Args:
+        argv: the command, such as `celery -A agentexec worker`.
+        env: the whole environment of the process.
+        cwd: where to start it.
+        log_path: where its stdout and stderr go.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+    ) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(
+        self, ready_timeout: float = 60.0, ready: Callable[[], bool] | None = None
+    ) -> WorkerProcess:
+        """Start the process and wait until `ready()` (default: Celery says it is ready)."""
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(
+            ready or (lambda: READY_MARK in self.log()),
+            ready_timeout,
+            f"ready: {' '.join(self.argv)}",
+            on_timeout=self.log,
+            abort=lambda: self.process is not None and self.process.poll() is not None,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the worker has printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (a warm shutdown), then SIGKILL after `timeout`. Returns the exit code.
+
+        Whatever the process left behind in its process group is killed too.
+        """
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        code = process.returncode
+        self.kill()
+        return code
+
+    def kill(self) -> int | None:
+        """SIGKILL the whole process group, as a crash would."""
+        process = self.process
+        if process is None:
+            return None
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return process.wait(10)
+
+
+def celery_worker_argv(*extra: str, app: str = "agentexec", name: str = "test") -> list[str]:
+    """`celery -A <app> worker` with a unique node name, for this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "--loglevel=INFO",
+        f"--hostname={name}-{uuid.uuid4().hex[:8]}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        *extra,
+    ]
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.05,
+    on_timeout: Callable[[], str] | None = None,
+    abort: Callable[[], bool] | None = None,
+) -> Any:
+    """Poll `condition` until it returns something truthy, which is returned.
+
+    Raises:
+        TimeoutError: `timeout` seconds passed, or `abort()` became true, first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        stopped = abort is not None and abort()
+        if stopped or time.monotonic() > deadline:
+            detail = f"\n{on_timeout()[-4000:]}" if on_timeout else ""
+            reason = "process exited" if stopped else f"not within {timeout}s"
+            raise TimeoutError(f"waiting for {what}: {reason}{detail}")
+        time.sleep(interval)

@@ -1,0 +1,315 @@
+"""The projector: applies the event log to the SQL activity tables.
+
+Projectors read the stream through one consumer group, so each event goes to one of them.
+A projector applies a batch in one transaction and acknowledges it only after the commit.
+
+- While the database is down, it keeps its batch and retries; everything newer waits in the
+  stream. It logs one warning when the outage starts and one line when it has caught up.
+- Its own unacknowledged events stay claimed while it lives (it touches them while it
+  retries). Events left by a projector that died are taken over by another after
+  `AGENTEXEC_PROJECTOR_CLAIM_IDLE` seconds.
+- Applying is idempotent and order-safe (see `agentexec.activity.store`), so a redelivered
+  event or two projectors sharing a run do no harm.
+- It trims the stream to `AGENTEXEC_EVENTS_RETENTION` / `AGENTEXEC_EVENTS_MAXLEN`, never
+  below the oldest event the group has not acknowledged.
+
+Every worker process runs one by default; `agentexec project` runs one on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from agentexec.config import get_settings
+from agentexec.db import engines, projection
+from agentexec.eventlog import EventLog
+from agentexec.events import PROJECTOR_GROUP, Event
+from agentexec.exceptions import ActivityStoreError
+
+logger = logging.getLogger(__name__)
+
+#: Events per transaction.
+BATCH = 500
+#: Milliseconds a read waits for new events.
+_BLOCK_MS = 1_000
+#: Seconds between trims of the stream.
+_TRIM_INTERVAL = 10.0
+#: Longest pause between attempts while the database or Redis is unreachable.
+_MAX_BACKOFF = 2.0
+#: Seconds after which a consumer with nothing pending is removed from the group.
+_FORGET_IDLE = 3_600
+
+# Trim below the newer of (retention cut, length cut), but never below the oldest event the
+# projectors have not acknowledged. ARGV: group, maxlen, minimum id by age.
+_TRIM = """
+local function less(a, b)
+  local am, an = string.match(a, '(%d+)-(%d+)')
+  local bm, bn = string.match(b, '(%d+)-(%d+)')
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  return tonumber(an) < tonumber(bn)
+end
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 0 end
+local floor = nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then
+    floor = info['last-delivered-id']
+    if tonumber(info['pending']) > 0 then
+      floor = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
+    end
+  end
+end
+if not floor then return 0 end
+local target = ARGV[3]
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
+if excess > 0 then
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, 10000))
+  local ms, n = string.match(oldest[#oldest][1], '(%d+)-(%d+)')
+  local cut = ms .. '-' .. tostring(tonumber(n) + 1)
+  if less(target, cut) then target = cut end
+end
+if less(floor, target) then target = floor end
+return redis.call('XTRIM', KEYS[1], 'MINID', target)
+"""
+
+
+class Projector:
+    """A thread (or, with `run`, the calling thread) that projects the event log into SQL.
+
+    Args:
+        engine: returns the engine of the activity tables.
+        log: the event log.
+        name: this consumer's name in the group; unique per process.
+    """
+
+    def __init__(self, engine: Callable[[], Engine], log: EventLog, name: str | None = None):
+        self._engine = engine
+        self.log = log
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._trim_script: Any = None
+        self._key = ""
+        self._outage_since = 0.0
+        self._outage_applied = 0
+        self._redis_down = False
+        #: Events applied since start, for tests and `agentexec project`.
+        self.applied = 0
+
+    def start(self) -> Projector:
+        """Run in a daemon thread."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self.run, name="agentexec-projector", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (if the database answers) and end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run(self) -> None:
+        """Project until `stop()`."""
+        batch: list[tuple[bytes, Event | None]] = []
+        next_claim = next_trim = 0.0
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                if not batch:
+                    now = time.monotonic()
+                    if now >= next_claim:
+                        batch = self._claim()
+                        next_claim = now + get_settings().projector_claim_idle / 2
+                    if not batch:
+                        batch = self._read()
+                    if not batch:
+                        self._caught_up()
+                        continue
+                if not self._apply(batch):
+                    self._touch(batch)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                delay = 0.05
+                self._ack(batch)
+                if len(batch) < BATCH:
+                    self._caught_up()
+                batch = []
+                if time.monotonic() >= next_trim:
+                    self.trim()
+                    next_trim = time.monotonic() + _TRIM_INTERVAL
+            except redis.RedisError as exc:
+                self._redis_failed(exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+        if batch and self._apply(batch):
+            self._ack(batch)
+
+    # Reading
+
+    def _client(self) -> redis.Redis:
+        client = self.log.client()
+        key = self.log.key
+        if key != self._key:
+            self._ensure_group(client, key)
+            self._key = key
+        if self._redis_down:
+            logger.warning("activity projector: event log reachable again")
+            self._redis_down = False
+        return client
+
+    def _ensure_group(self, client: redis.Redis, key: str) -> None:
+        try:
+            client.xgroup_create(key, PROJECTOR_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self) -> list[tuple[bytes, Event | None]]:
+        client = self._client()
+        try:
+            reply: Any = client.xreadgroup(
+                PROJECTOR_GROUP, self.name, {self._key: ">"}, count=BATCH, block=_BLOCK_MS
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._key = ""  # the stream was deleted: create the group again
+            return []
+        return [_decode(i, f) for _, entries in reply or () for i, f in entries]
+
+    def _claim(self) -> list[tuple[bytes, Event | None]]:
+        """Take over events that a dead projector left unacknowledged."""
+        client = self._client()
+        idle_ms = int(get_settings().projector_claim_idle * 1000)
+        try:
+            reply: Any = client.xautoclaim(
+                self._key, PROJECTOR_GROUP, self.name, idle_ms, "0-0", count=BATCH
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._key = ""
+            return []
+        claimed = [_decode(i, f) for i, f in reply[1] if f is not None]
+        if claimed:
+            logger.info("activity projector: took over %d events of a dead projector", len(claimed))
+        return claimed
+
+    def _touch(self, batch: list[tuple[bytes, Event | None]]) -> None:
+        """Keep our unacknowledged events ours while we wait for the database."""
+        try:
+            self._client().xclaim(
+                self._key, PROJECTOR_GROUP, self.name, 0, [i for i, _ in batch], justid=True
+            )
+        except redis.RedisError:
+            pass
+
+    def _ack(self, batch: list[tuple[bytes, Event | None]]) -> None:
+        self._client().xack(self._key, PROJECTOR_GROUP, *[i for i, _ in batch])
+
+    # Applying
+
+    def _apply(self, batch: list[tuple[bytes, Event | None]]) -> bool:
+        """Apply a batch in one transaction. False when the database is unreachable."""
+        events = [event for _, event in batch if event is not None]
+        if not events:
+            return True
+        try:
+            engine = self._engine()
+            with engine.begin() as conn:
+                projection.apply(conn, events, synchronous_commit=get_settings().synchronous_commit)
+        except ActivityStoreError as exc:
+            # Misconfigured: nothing can be applied, so nothing is dropped either.
+            self._database_failed(exc)
+            return False
+        except SQLAlchemyError as exc:
+            if engines.is_outage(exc):
+                self._database_failed(exc)
+                return False
+            if len(events) > 1:
+                # One event the database refuses must not hold back the rest.
+                return all(self._apply([(i, e)]) for i, e in batch if e is not None)
+            logger.error("activity projector: dropped event %r: %s", events[0], exc)
+            return True
+        self.applied += len(events)
+        if self._outage_since:
+            self._outage_applied += len(events)
+        return True
+
+    def _database_failed(self, exc: BaseException) -> None:
+        if not self._outage_since:
+            self._outage_since = time.monotonic()
+            self._outage_applied = 0
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            logger.warning(
+                "activity database unreachable (%s); events wait in the event log until it is back",
+                first,
+            )
+
+    def _caught_up(self) -> None:
+        if self._outage_since and self._outage_applied:
+            logger.warning(
+                "activity projection caught up: %d events applied, %.1fs after the database "
+                "became unreachable",
+                self._outage_applied,
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = 0.0
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            logger.warning("activity projector: event log unreachable (%s); retrying", exc)
+
+    # Housekeeping
+
+    def trim(self) -> int:
+        """Trim the stream by age and length, never below what is not yet applied."""
+        client = self._client()
+        settings = get_settings()
+        if self._trim_script is None:
+            self._trim_script = client.register_script(_TRIM)
+        oldest = f"{int((time.time() - settings.events_retention) * 1000)}-0"
+        trimmed = int(
+            self._trim_script(
+                keys=[self._key], args=[PROJECTOR_GROUP, settings.events_maxlen, oldest]
+            )
+        )
+        self._forget_dead_consumers(client)
+        return trimmed
+
+    def _forget_dead_consumers(self, client: redis.Redis) -> None:
+        consumers: Any = client.xinfo_consumers(self._key, PROJECTOR_GROUP)
+        for consumer in consumers:
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else name
+            idle_s = int(consumer["idle"]) / 1000
+            if name != self.name and not int(consumer["pending"]) and idle_s > _FORGET_IDLE:
+                client.xgroup_delconsumer(self._key, PROJECTOR_GROUP, name)
+
+
+def _decode(entry_id: bytes, fields: dict[Any, Any]) -> tuple[bytes, Event | None]:
+    try:
+        return entry_id, Event.from_entry(entry_id, fields)
+    except ValueError as exc:
+        logger.error("activity projector: skipping %s", exc)
+        return entry_id, None

@@ -1,0 +1,233 @@
+"""The Runtime: everything one process owns, in one object.
+
+A process that enqueues or runs agents holds a few long-lived things: the activity database's
+engine, the event loop the agents share, the thread that appends events, the projector, the
+publisher threads of `ax.enqueue`, and the result listeners. They belong to one `Runtime`:
+made on first use, started piece by piece as needed (nothing connects at import), stopped at
+worker shutdown, and replaced by a fresh one in a forked child, whose threads did not survive
+the fork (`os.register_at_fork`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from agentexec.config import get_settings
+from agentexec.db import engines, projection
+from agentexec.eventlog import EventAppender, EventLog
+from agentexec.events import PROJECTOR_GROUP, Event, seq_of
+from agentexec.listener import ResultListener
+from agentexec.loop import EventLoopThread
+from agentexec.projector import Projector
+
+logger = logging.getLogger(__name__)
+
+#: Threads that publish for `ax.enqueue`.
+_PUBLISHERS = 16
+
+
+class Runtime:
+    """The per-process state of agentexec.
+
+    Args:
+        engine: the activity database's engine, as bound by `WorkerPool(engine=...)`.
+        database_url: the activity database, when no engine is bound (`DATABASE_URL` when
+            neither is given).
+    """
+
+    def __init__(self, engine: Engine | None = None, database_url: str | None = None) -> None:
+        self._engine = engine
+        self._database_url = database_url
+        self._prepared: set[int] = set()
+        self._lock = threading.Lock()
+        self._database_down_since = 0.0
+        self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
+        #: The loop agents run on.
+        self.loop = EventLoopThread()
+        #: The event log in Redis.
+        self.events = EventLog()
+        #: Appends events for code that must not wait (agents, worker signals).
+        self.appender = EventAppender(self.events)
+        #: The projector of this process, once started.
+        self.projector: Projector | None = None
+        #: One result listener per event loop that waits for results.
+        self.listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
+
+    # The activity database
+
+    def bind(self, engine: Engine | None = None, database_url: str | None = None) -> Engine:
+        """Make `engine` (or a new one for `database_url`) the activity database."""
+        with self._lock:
+            self._engine = engine
+            self._database_url = database_url
+            return self._get_engine()
+
+    @property
+    def engine(self) -> Engine:
+        """The activity database's engine, created from the settings on first use.
+
+        Raises:
+            ActivityStoreError: its URL is malformed or its driver is missing.
+        """
+        engine = self._engine
+        if engine is not None:
+            return engine
+        with self._lock:
+            return self._get_engine()
+
+    def _get_engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engines.create(self._database_url or get_settings().database_url)
+        return self._engine
+
+    def ready_engine(self) -> Engine:
+        """The engine, with its tables checked (and created, if allowed) once per process.
+
+        Raises:
+            ActivityStoreError: the database is misconfigured.
+            SQLAlchemyError: it is unreachable.
+        """
+        engine = self.engine
+        if id(engine) not in self._prepared:
+            engines.prepare(engine)
+            self._prepared.add(id(engine))
+        return engine
+
+    def write(self, events: Sequence[Event]) -> bool:
+        """Apply appended events to SQL now, in one transaction.
+
+        Returns False when the database is unreachable: the events are in the log, and the
+        projector applies them when it is back. Logs once per outage.
+
+        Raises:
+            ActivityStoreError: the database is misconfigured.
+        """
+        try:
+            engine = self.ready_engine()
+            with engine.begin() as conn:
+                projection.apply(conn, events, synchronous_commit=get_settings().synchronous_commit)
+        except SQLAlchemyError as exc:
+            error = engines.misconfigured(self.engine, exc)
+            if error is not None:
+                raise error from exc
+            if not self._database_down_since:
+                self._database_down_since = time.monotonic()
+                logger.warning(
+                    "activity database unreachable (%s); runs go on, their activity waits "
+                    "in the event log",
+                    str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
+                )
+            return False
+        if self._database_down_since:
+            logger.warning(
+                "activity database reachable again after %.1fs",
+                time.monotonic() - self._database_down_since,
+            )
+            self._database_down_since = 0.0
+        return True
+
+    # Threads
+
+    @property
+    def publisher(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads that publish for `ax.enqueue`, so the caller's loop never waits on I/O.
+
+        A pool of its own, so a burst of enqueues neither waits behind nor crowds out the
+        loop's default executor.
+        """
+        if self._publisher is None:
+            with self._lock:
+                if self._publisher is None:
+                    self._publisher = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=_PUBLISHERS, thread_name_prefix="agentexec-publish"
+                    )
+        return self._publisher
+
+    def start_projector(self) -> Projector:
+        """Start this process's projector (once)."""
+        with self._lock:
+            if self.projector is None:
+                self.projector = Projector(self.ready_engine, self.events).start()
+            return self.projector
+
+    def wait_projected(self, timeout: float = 30.0) -> bool:
+        """Wait until every event this process appended so far is applied to SQL.
+
+        Some projector must be running (a worker's, `agentexec project`, or this process's).
+        """
+        if not self.appender.flush(timeout):
+            return False
+        target = self.appender.last_seq
+        if not target:
+            return True
+        deadline = time.monotonic() + timeout
+        client, key = self.events.client(), self.events.key
+        while time.monotonic() < deadline:
+            if _applied_through(client, key) >= target:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
+        if self.projector is not None:
+            self.projector.stop(timeout)
+            self.projector = None
+        self.appender.stop(timeout)
+        self.loop.stop(timeout)
+        self.events.close()
+        if self._publisher is not None:
+            self._publisher.shutdown(wait=False)
+            self._publisher = None
+
+
+def _applied_through(client: object, key: str) -> int:
+    """The position up to which the projectors have applied the log."""
+    groups = client.xinfo_groups(key)  # type: ignore[attr-defined]
+    for group in groups:
+        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        if name != PROJECTOR_GROUP:
+            continue
+        if int(group["pending"]):
+            oldest = client.xpending(key, PROJECTOR_GROUP)["min"]  # type: ignore[attr-defined]
+            if oldest is not None:  # else acknowledged in between
+                return seq_of(oldest) - 1
+        return seq_of(group["last-delivered-id"])
+    return 0
+
+
+_current = Runtime()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime."""
+    return _current
+
+
+def set_runtime(runtime: Runtime) -> Runtime:
+    """Make `runtime` this process's runtime; returns the one it replaces (for tests)."""
+    global _current
+    previous, _current = _current, runtime
+    return previous
+
+
+def _after_fork_in_child() -> None:
+    """A forked child keeps the bound database, drops the parent's threads and connections."""
+    global _current
+    parent = _current
+    if parent._engine is not None:
+        parent._engine.dispose(close=False)
+    _current = Runtime(parent._engine, parent._database_url)
+    _current._prepared = set(parent._prepared)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
