@@ -95,16 +95,25 @@ class Projector:
         name: this consumer's name in the group; unique per process.
     """
 
-    def __init__(self, engine: Callable[[], Engine], log: EventLog, name: str | None = None):
+    def __init__(
+        self,
+        engine: Callable[[], Engine],
+        log: EventLog,
+        outage: engines.Outage | None = None,
+        name: str | None = None,
+    ) -> None:
         self._engine = engine
         self.log = log
+        self.outage = outage or engines.Outage()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._trim_script: Any = None
         self._key = ""
-        self._outage_since = 0.0
-        self._outage_applied = 0
+        #: When the outage this projector is catching up from began (0: none).
+        self._behind_since = 0.0
+        self._applied_before = 0
+        self._backlog = False
         self._redis_down = False
         #: Events applied since start, for tests and `agentexec project`.
         self.applied = 0
@@ -140,8 +149,8 @@ class Projector:
                         next_claim = now + get_settings().projector_claim_idle / 2
                     if not batch:
                         batch = self._read()
-                    if not batch:
                         self._caught_up()
+                    if not batch:
                         continue
                 if not self._apply(batch):
                     self._touch(batch)
@@ -150,8 +159,6 @@ class Projector:
                     continue
                 delay = 0.05
                 self._ack(batch)
-                if len(batch) < BATCH:
-                    self._caught_up()
                 batch = []
                 if time.monotonic() >= next_trim:
                     self.trim()
@@ -194,7 +201,9 @@ class Projector:
                 raise
             self._key = ""  # the stream was deleted: create the group again
             return []
-        return [_decode(i, f) for _, entries in reply or () for i, f in entries]
+        batch = [_decode(i, f) for _, entries in reply or () for i, f in entries]
+        self._backlog = len(batch) >= BATCH
+        return batch
 
     def _claim(self) -> list[tuple[bytes, Event | None]]:
         """Take over events that a dead projector left unacknowledged."""
@@ -251,29 +260,25 @@ class Projector:
             logger.error("activity projector: dropped event %r: %s", events[0], exc)
             return True
         self.applied += len(events)
-        if self._outage_since:
-            self._outage_applied += len(events)
+        self.outage.succeeded()
         return True
 
     def _database_failed(self, exc: BaseException) -> None:
-        if not self._outage_since:
-            self._outage_since = time.monotonic()
-            self._outage_applied = 0
-            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            logger.warning(
-                "activity database unreachable (%s); events wait in the event log until it is back",
-                first,
-            )
+        if not self._behind_since:
+            self._behind_since = time.monotonic()
+            self._applied_before = self.applied
+        self.outage.failed(exc)
 
     def _caught_up(self) -> None:
-        if self._outage_since and self._outage_applied:
+        """After an outage, say so once the stream holds less than a batch for us."""
+        if self._behind_since and not self._backlog and not self.outage.since:
             logger.warning(
                 "activity projection caught up: %d events applied, %.1fs after the database "
                 "became unreachable",
-                self._outage_applied,
-                time.monotonic() - self._outage_since,
+                self.applied - self._applied_before,
+                time.monotonic() - self._behind_since,
             )
-            self._outage_since = 0.0
+            self._behind_since = 0.0
 
     def _redis_failed(self, exc: BaseException) -> None:
         if not self._redis_down:

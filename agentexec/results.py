@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from typing import Any
 
 from celery import states
@@ -31,6 +32,11 @@ KEY_POLL = 5.0
 #: Seconds between looks at the activity row, for runs that end without a result (marked
 #: CANCELED by `cancel_pending`, or rejected by a worker). Every other ending stores one.
 ACTIVITY_POLL = 30.0
+
+#: One listener per event loop that waits for results; it lives and dies with its loop.
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultListener] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
@@ -90,7 +96,7 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
 
 async def close_redis() -> None:
     """Close agentexec's Redis connections in this process. Safe to call more than once."""
-    listener = get_runtime().listeners.pop(asyncio.get_running_loop(), None)
+    listener = _listeners.pop(asyncio.get_running_loop(), None)
     if listener is not None:
         await listener.close()
     await asyncio.to_thread(_close_sync, app)
@@ -113,13 +119,10 @@ def _close_sync(app: Any) -> None:
 
 
 def _listener(url: str) -> ResultListener:
-    listeners = get_runtime().listeners
     loop = asyncio.get_running_loop()
-    listener = listeners.get(loop)
+    listener = _listeners.get(loop)
     if listener is None:
-        for stale in [lp for lp in listeners if lp.is_closed()]:
-            del listeners[stale]
-        listener = listeners[loop] = ResultListener(url)
+        listener = _listeners[loop] = ResultListener(url)
     return listener
 
 

@@ -2,7 +2,7 @@
 
 A process that enqueues or runs agents holds a few long-lived things: the activity database's
 engine, the event loop the agents share, the thread that appends events, the projector, the
-publisher threads of `ax.enqueue`, and the result listeners. They belong to one `Runtime`:
+publisher threads of `ax.enqueue`. They belong to one `Runtime`:
 made on first use, started piece by piece as needed (nothing connects at import), stopped at
 worker shutdown, and replaced by a fresh one in a forked child, whose threads did not survive
 the fork (`os.register_at_fork`).
@@ -10,7 +10,6 @@ the fork (`os.register_at_fork`).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import os
@@ -25,7 +24,6 @@ from agentexec.config import get_settings
 from agentexec.db import engines, projection
 from agentexec.eventlog import EventAppender, EventLog
 from agentexec.events import PROJECTOR_GROUP, Event, seq_of
-from agentexec.listener import ResultListener
 from agentexec.loop import EventLoopThread
 from agentexec.projector import Projector
 
@@ -49,7 +47,8 @@ class Runtime:
         self._database_url = database_url
         self._prepared: set[int] = set()
         self._lock = threading.Lock()
-        self._database_down_since = 0.0
+        #: Whether this process sees the activity database down (logged once per outage).
+        self.outage = engines.Outage()
         self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
         #: The loop agents run on.
         self.loop = EventLoopThread()
@@ -59,8 +58,6 @@ class Runtime:
         self.appender = EventAppender(self.events)
         #: The projector of this process, once started.
         self.projector: Projector | None = None
-        #: One result listener per event loop that waits for results.
-        self.listeners: dict[asyncio.AbstractEventLoop, ResultListener] = {}
 
     # The activity database
 
@@ -119,20 +116,9 @@ class Runtime:
             error = engines.misconfigured(self.engine, exc)
             if error is not None:
                 raise error from exc
-            if not self._database_down_since:
-                self._database_down_since = time.monotonic()
-                logger.warning(
-                    "activity database unreachable (%s); runs go on, their activity waits "
-                    "in the event log",
-                    str(getattr(exc, "orig", None) or exc).strip().splitlines()[0],
-                )
+            self.outage.failed(exc)
             return False
-        if self._database_down_since:
-            logger.warning(
-                "activity database reachable again after %.1fs",
-                time.monotonic() - self._database_down_since,
-            )
-            self._database_down_since = 0.0
+        self.outage.succeeded()
         return True
 
     # Threads
@@ -156,8 +142,15 @@ class Runtime:
         """Start this process's projector (once)."""
         with self._lock:
             if self.projector is None:
-                self.projector = Projector(self.ready_engine, self.events).start()
+                self.projector = Projector(self.ready_engine, self.events, self.outage).start()
             return self.projector
+
+    def stop_projector(self, timeout: float = 10.0) -> None:
+        """Stop this process's projector, if it runs."""
+        with self._lock:
+            projector, self.projector = self.projector, None
+        if projector is not None:
+            projector.stop(timeout)
 
     def wait_projected(self, timeout: float = 30.0) -> bool:
         """Wait until every event this process appended so far is applied to SQL.
@@ -179,9 +172,7 @@ class Runtime:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
-        if self.projector is not None:
-            self.projector.stop(timeout)
-            self.projector = None
+        self.stop_projector(timeout)
         self.appender.stop(timeout)
         self.loop.stop(timeout)
         self.events.close()

@@ -9,6 +9,9 @@ log until the database is back.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
@@ -23,6 +26,8 @@ from sqlalchemy.exc import (
 from agentexec.config import get_settings
 from agentexec.db.models import Activity, ActivityLog, Base
 from agentexec.exceptions import ActivityStoreError
+
+logger = logging.getLogger(__name__)
 
 #: Words in a driver's error that mean the setup is wrong, not that the server is away.
 _MISCONFIGURED = (
@@ -138,3 +143,43 @@ def _safe(engine_or_url: Engine | str) -> str:
     if isinstance(engine_or_url, Engine):
         return engine_or_url.url.render_as_string(hide_password=True)
     return engine_or_url.split("@")[-1] if "@" in engine_or_url else engine_or_url
+
+
+class Outage:
+    """Whether this process sees the activity database down, logged once per outage.
+
+    Shared by the synchronous writes and the projector of a process, so an outage reads as
+    one warning, not one per write.
+    """
+
+    def __init__(self) -> None:
+        self._since = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def since(self) -> float:
+        """`time.monotonic()` when the outage began; 0 while the database answers."""
+        return self._since
+
+    def failed(self, exc: BaseException) -> None:
+        """A write failed because the database is unreachable."""
+        with self._lock:
+            if self._since:
+                return
+            self._since = time.monotonic()
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        logger.warning(
+            "activity database unreachable (%s); runs go on, their activity waits in the event log",
+            first[0] if first else type(exc).__name__,
+        )
+
+    def succeeded(self) -> None:
+        """A write went through."""
+        if not self._since:
+            return
+        with self._lock:
+            since, self._since = self._since, 0.0
+        if since:
+            logger.warning(
+                "activity database reachable again after %.1fs", time.monotonic() - since
+            )

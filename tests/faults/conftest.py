@@ -32,3 +32,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     require_server("PostgreSQL", postgres_available())
     with PrivatePostgres() as server:
         yield server
+
+
+@pytest.fixture
+def agentexec_database_url(private_postgres: PrivatePostgres) -> str:
+    """The activity database of a fault test: a fresh database on its private PostgreSQL."""
+    return private_postgres.create_database("activity")

@@ -36,6 +36,20 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
     return {"label": context.label, "started": started, "ended": time.time(), "pid": os.getpid()}
 
 
+class PacedContext(BaseModel):
+    seconds: float = Field(default=4.0, ge=0)
+    reports: int = Field(default=4, ge=1)
+
+
+@pool.task("paced_agent")
+async def paced_agent(agent_id: UUID, context: PacedContext) -> dict[str, object]:
+    """Reports `reports` times, evenly spread over `seconds`, then returns."""
+    for step in range(context.reports):
+        await asyncio.sleep(context.seconds / context.reports)
+        ax.activity.update(agent_id, f"step {step + 1}", round(100 * (step + 1) / context.reports))
+    return {"reports": context.reports, "pid": os.getpid()}
+
+
 class FlakyContext(BaseModel):
     marker: str
 
