@@ -9,7 +9,9 @@ from agentexec.application import app, create_app
 from agentexec.config import Settings, get_settings
 from agentexec.control import cancel
 from agentexec.exceptions import (
+    ActivityStoreError,
     AgentExecError,
+    BrokerUnavailableError,
     InvalidAgentIdError,
     InvalidContextError,
     TaskCanceledError,
@@ -53,7 +55,9 @@ __all__ = [
     "Settings",
     "get_settings",
     # Errors
+    "ActivityStoreError",
     "AgentExecError",
+    "BrokerUnavailableError",
     "InvalidAgentIdError",
     "InvalidContextError",
     "MaxTurnsError",

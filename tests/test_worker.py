@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 import agentexec as ax
@@ -315,3 +316,54 @@ async def test_retry_requeues_the_same_run(
     assert [m for _, m in logs].count("Task started") == 2
     assert logs[-1] == ("COMPLETE", "Task completed")
     assert ax.activity.list(agentexec_session).total == 1
+
+
+async def test_celery_call_on_a_fresh_sqlite_file_records_the_whole_run(
+    agentexec_worker: StartWorker, agentexec_env: dict[str, str], tmp_path: Path, sqlite_only: None
+) -> None:
+    """`celery -A agentexec worker` creates the tables itself; `celery call` is tracked."""
+    repo = Path(__file__).parent.parent
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    worker = agentexec_worker(cwd=repo, env={"DATABASE_URL": fresh})
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "agentexec",
+            "call",
+            "summarize_numbers",
+            "--args",
+            '[{"numbers": [1, 2, 3]}]',
+        ],
+        cwd=repo,
+        env={**os.environ, **agentexec_env, "DATABASE_URL": fresh},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    agent_id = uuid.UUID(out.stdout.strip().splitlines()[-1])
+    engine = create_engine(fresh)
+    try:
+
+        def finished() -> list[tuple[str, str]] | None:
+            with Session(engine) as session:
+                activity = ax.activity.detail(session, agent_id)
+            if activity is None or activity.status is not ax.Status.COMPLETE:
+                return None
+            return [(log.status.value, log.message) for log in activity.logs]
+
+        logs = await asyncio.to_thread(wait_for, finished, 30, "the run recorded")
+    finally:
+        engine.dispose()
+    assert logs == [
+        ("RUNNING", "Task started"),
+        ("RUNNING", "Added 1 of 3"),
+        ("RUNNING", "Added 2 of 3"),
+        ("RUNNING", "Added 3 of 3"),
+        ("COMPLETE", "Task completed"),
+    ]
+    assert "Traceback" not in worker.log()
