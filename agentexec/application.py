@@ -15,6 +15,7 @@ from celery import Celery
 
 from agentexec.activity.recorder import ActivityRecorder
 from agentexec.backend import backend_url
+from agentexec.broker import TRANSPORT
 from agentexec.config import Settings, get_settings
 from agentexec.queues import declare_queues
 
@@ -23,6 +24,9 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
     """Celery settings for agent workloads, each with its reason."""
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, appending each agent's QUEUED event with its message (for
+        # other schemes, such as rediss://, the recorder appends it after the publish).
+        "broker_transport": TRANSPORT if settings.redis_url.startswith("redis://") else None,
         "result_backend": backend_url(settings.redis_url),
         # JSON on the wire, never pickle.
         "task_serializer": "json",

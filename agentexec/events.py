@@ -85,6 +85,11 @@ class Event:
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
         """An event read back from the stream. Raises ValueError when it is malformed."""
+        return cls.from_fields(fields, seq_of(entry_id))
+
+    @classmethod
+    def from_fields(cls, fields: dict[Any, Any], seq: int | None = None) -> Event:
+        """An event from its stream fields. Raises ValueError when they are malformed."""
         f = {_text(k): _text(v) for k, v in fields.items()}
         try:
             percentage = f.get("percentage")
@@ -97,10 +102,10 @@ class Event:
                 task=f.get("task"),
                 worker=f.get("worker"),
                 at=datetime.fromtimestamp(float(f["at"]), UTC),
-                seq=seq_of(entry_id),
+                seq=seq,
             )
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed event {_text(entry_id)}: {exc!r}") from exc
+            raise ValueError(f"malformed event {f!r}: {exc!r}") from exc
 
     def appended(self, seq: int) -> Event:
         """This event at position `seq` of the log."""

@@ -88,14 +88,14 @@ class ActivityStoreError(AgentExecError):
 
 
 class BrokerUnavailableError(AgentExecError, ConnectionError):
-    """The broker's Redis did not take the run; nothing was queued."""
+    """The broker did not take the run (unreachable, or refused it); nothing was queued."""
 
     _fields = ("url", "detail")
 
     def __init__(self, url: str, detail: str) -> None:
         self.url = url
         self.detail = detail
-        super().__init__(f"the broker at {url} is unreachable, nothing was queued: {detail}")
+        super().__init__(f"the broker at {url} did not take the run, nothing was queued: {detail}")
 
 
 class TaskError(AgentExecError):

@@ -243,8 +243,7 @@ class Projector:
         if not events:
             return True
         try:
-            engine = self._engine()
-            with engine.begin() as conn:
+            with engines.transaction(self._engine()) as conn:
                 projection.apply(conn, events, synchronous_commit=get_settings().synchronous_commit)
         except ActivityStoreError as exc:
             # Misconfigured: nothing can be applied, so nothing is dropped either.

@@ -24,6 +24,7 @@ from agentexec.config import get_settings
 from agentexec.db import engines, projection
 from agentexec.eventlog import EventAppender, EventLog
 from agentexec.events import PROJECTOR_GROUP, Event, seq_of
+from agentexec.grouping import GroupCommit
 from agentexec.loop import EventLoopThread
 from agentexec.projector import Projector
 
@@ -56,6 +57,8 @@ class Runtime:
         self.events = EventLog()
         #: Appends events for code that must not wait (agents, worker signals).
         self.appender = EventAppender(self.events)
+        self._queued_group = GroupCommit(self._write_batch)
+        self._queued_conn = engines.KeptConnection()
         #: The projector of this process, once started.
         self.projector: Projector | None = None
 
@@ -99,18 +102,22 @@ class Runtime:
             self._prepared.add(id(engine))
         return engine
 
-    def write(self, events: Sequence[Event]) -> bool:
+    def write(self, events: Sequence[Event], *, kept: engines.KeptConnection | None = None) -> bool:
         """Apply appended events to SQL now, in one transaction.
 
         Returns False when the database is unreachable: the events are in the log, and the
         projector applies them when it is back. Logs once per outage.
+
+        Args:
+            events: appended events.
+            kept: write through this connection rather than one from the pool.
 
         Raises:
             ActivityStoreError: the database is misconfigured.
         """
         try:
             engine = self.ready_engine()
-            with engine.begin() as conn:
+            with kept.transaction(engine) if kept else engines.transaction(engine) as conn:
                 projection.apply(conn, events, synchronous_commit=get_settings().synchronous_commit)
         except SQLAlchemyError as exc:
             error = engines.misconfigured(self.engine, exc)
@@ -120,6 +127,16 @@ class Runtime:
             return False
         self.outage.succeeded()
         return True
+
+    def write_queued(self, event: Event) -> bool:
+        """`write` one QUEUED event, in one transaction with those of concurrent callers.
+
+        A burst of enqueues from many threads then costs a few commits, not one each.
+        """
+        return self._queued_group(event)
+
+    def _write_batch(self, events: list[Event]) -> list[bool]:
+        return [self.write(events, kept=self._queued_conn)] * len(events)
 
     # Threads
 
@@ -173,6 +190,7 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
         self.stop_projector(timeout)
+        self._queued_conn.close()
         self.appender.stop(timeout)
         self.loop.stop(timeout)
         self.events.close()

@@ -16,13 +16,9 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec.activity.recorder import (
-    AGENT_HEADER,
-    QUEUED_HEADER,
-    ActivityRecorder,
-    describe,
-)
+from agentexec.activity.recorder import ActivityRecorder, describe
 from agentexec.application import app as default_app
 from agentexec.config import get_settings
 from agentexec.exceptions import BrokerUnavailableError, InvalidContextError, UnknownTaskError
@@ -105,9 +101,10 @@ class AgentTask(Task[Any, Any]):
             options.setdefault("queue", queue_name(priority or Priority.LOW, get_settings()))
         else:
             options["priority"] = priority
-        recorder = ActivityRecorder.of(self.app)
-        queued = recorder.queued(agent_id, self.name, options.get("retries") or 0)
-        options["headers"] = {**(options.get("headers") or {}), AGENT_HEADER: 1, QUEUED_HEADER: 1}
+        try:
+            get_runtime().ready_engine()  # a misconfigured database raises before anything is sent
+        except SQLAlchemyError:
+            pass  # unreachable: the run goes on, its activity waits in the event log
         try:
             result = super().apply_async(
                 (payload,),
@@ -119,11 +116,8 @@ class AgentTask(Task[Any, Any]):
                 shadow=shadow,
                 **options,
             )
-        except Exception as exc:
-            recorder.not_queued(queued, exc)
-            if isinstance(exc, OSError | KombuOperationalError | redis.RedisError):
-                raise BrokerUnavailableError(_broker(self.app), describe(exc)) from exc
-            raise
+        except (OSError, KombuOperationalError, redis.RedisError) as exc:
+            raise BrokerUnavailableError(_broker(self.app), describe(exc)) from exc
         return cast(AgentResult, result)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:

@@ -6,15 +6,16 @@ lifecycle included, and each handler first checks that the signal concerns its o
 Every change becomes an event in the event log (see `agentexec.eventlog`). Two writes also go
 to SQL at once, because readers rely on them:
 
-- QUEUED, by the producer, before the message leaves (`queued`): a status request right after
-  enqueue finds the run;
+- QUEUED, by the producer, before the publish returns: a status request right after enqueue
+  finds the run;
 - the end of a run, by the task body, before Celery stores the result (`finished`): a client
   that holds the result never reads a stale RUNNING.
 
 Where they fire:
 
-- `before_task_publish`, in the producer: QUEUED for messages that did not come through
-  `AgentTask.apply_async` (`app.send_task`, say).
+- `before_task_publish` and `after_task_publish`, in the producer: the QUEUED event goes out
+  with the message (see `agentexec.broker`), and the QUEUED row is written before the publish
+  returns. `.delay()`, `apply_async`, `ax.enqueue` and `app.send_task` all come this way.
 - `task_prerun`, `task_postrun`, `task_success`, `task_failure`, `task_retry`, in the process
   running the task.
 - `task_revoked`, `task_rejected`, `task_unknown` and `task_failure` for a lost child, in the
@@ -26,19 +27,18 @@ Where they fire:
 from __future__ import annotations
 
 import logging
-import uuid
 import weakref
 from typing import Any, ClassVar, Self
 
-import redis
 from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec import revoked
+from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
 from agentexec.db.models import Status
 from agentexec.events import Event, EventKind, clock_seq
-from agentexec.exceptions import ActivityStoreError, BrokerUnavailableError, InvalidAgentIdError
+from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 
@@ -46,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Message header that marks an agent task, for workers that do not know the task.
 AGENT_HEADER = "agentexec"
-#: Message header saying the producer already recorded the run as QUEUED.
-QUEUED_HEADER = "agentexec_queued"
 #: Seconds the end of a run may wait for the event log before the task goes on.
 TERMINAL_WAIT = 30.0
 
@@ -81,6 +79,7 @@ class ActivityRecorder:
         self._installed[self.app] = self
         for signal, handler in (
             (signals.before_task_publish, self.on_before_task_publish),
+            (signals.after_task_publish, self.on_after_task_publish),
             (signals.task_prerun, self.on_task_prerun),
             (signals.task_postrun, self.on_task_postrun),
             (signals.task_success, self.on_task_success),
@@ -108,62 +107,44 @@ class ActivityRecorder:
 
     # Producer
 
-    def queued(self, agent_id: uuid.UUID, task_name: str, retries: int = 0) -> Event:
-        """Record a run as QUEUED: in the event log, then in SQL. Call it before publishing.
-
-        Raises:
-            ActivityStoreError: the activity database is misconfigured. Nothing is recorded.
-            BrokerUnavailableError: the broker's Redis is unreachable. Nothing is recorded.
-        """
-        runtime = get_runtime()
-        try:
-            runtime.ready_engine()  # a misconfiguration raises here, before anything is sent
-        except SQLAlchemyError:
-            pass  # unreachable: the run goes on, and `write` below says so once
-        event = Event(
-            agent_id,
-            Status.QUEUED,
-            f"Retry {retries} queued" if retries else "Task queued",
-            kind=EventKind.RETRY if retries else EventKind.QUEUED,
-            task=task_name,
-        )
-        try:
-            [event] = runtime.events.append([event])
-        except redis.RedisError as exc:
-            raise BrokerUnavailableError(_safe_url(runtime.events.url), str(exc)) from exc
-        try:
-            runtime.write([event])
-        except ActivityStoreError as exc:
-            self.not_queued(event, exc)
-            raise
-        return event
-
-    def not_queued(self, queued: Event, error: BaseException) -> None:
-        """The publish of a run recorded by `queued` failed: end it ERROR with the reason."""
-        failed = Event(
-            queued.agent_id,
-            Status.ERROR,
-            f"Not queued: {describe(error)}",
-            kind=EventKind.ERROR,
-            task=queued.task,
-        )
-        runtime = get_runtime()
-        try:
-            [failed] = runtime.events.append([failed])
-        except redis.RedisError:
-            failed = failed.appended(max(clock_seq(), (queued.seq or 0) + 1))
-        try:
-            runtime.write([failed])
-        except ActivityStoreError:
-            pass
-
     def on_before_task_publish(
         self, sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
     ) -> None:
-        if headers is None or headers.get(QUEUED_HEADER) or not self.is_agent_task(sender):
+        """Put the run's QUEUED event in the message's headers: the transport appends it."""
+        if headers is None or not self.is_agent_task(sender):
             return
         headers[AGENT_HEADER] = 1
-        self.queued(parse_agent_id(headers["id"]), str(sender), headers.get("retries") or 0)
+        retries = headers.get("retries") or 0
+        event = Event(
+            parse_agent_id(headers["id"]),
+            Status.QUEUED,
+            f"Retry {retries} queued" if retries else "Task queued",
+            kind=EventKind.RETRY if retries else EventKind.QUEUED,
+            task=str(sender),
+        )
+        headers[EVENT_HEADER] = {"key": get_runtime().events.key, "fields": event.fields()}
+
+    def on_after_task_publish(
+        self, sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        """Write the QUEUED row before the publish returns to its caller.
+
+        A status request right after enqueue then finds the run. While the database is
+        unreachable the run is queued all the same, and its row appears when it is back.
+        """
+        if headers is None or EVENT_HEADER not in headers or not self.is_agent_task(sender):
+            return
+        runtime = get_runtime()
+        fields = headers[EVENT_HEADER]["fields"]
+        seq = headers.get(SEQ_HEADER)
+        if seq is None:  # a transport of the user's own: append the event now
+            [event] = runtime.events.append([Event.from_fields(fields)])
+        else:
+            event = Event.from_fields(fields, seq)
+        try:
+            runtime.write_queued(event)
+        except ActivityStoreError as exc:
+            logger.error("QUEUED row of %s not written: %s", event.agent_id, exc)
 
     # Worker, task process
 

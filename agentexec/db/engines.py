@@ -9,12 +9,14 @@ log until the database is back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
@@ -116,6 +118,63 @@ def prepare(engine: Engine) -> None:
         Base.metadata.create_all(engine)
     except SQLAlchemyError as exc:
         raise misconfigured(engine, exc) or exc from None
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection for one `projection.apply`, committed at the end.
+
+    On PostgreSQL `apply` is a single statement, so autocommit makes it its own transaction:
+    one round trip instead of three (BEGIN, the statement, COMMIT).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+        return
+    # SQLite has one writer at a time anyway. Threads of this process queue on a lock, and
+    # wait exactly as long as they must, instead of sleeping in SQLite's busy handler.
+    with _sqlite_writes, engine.begin() as conn:
+        yield conn
+
+
+_sqlite_writes = threading.Lock()
+
+
+class KeptConnection:
+    """One connection kept open for a writer that runs one batch at a time.
+
+    The publish path's group commit has one leader at a time; on PostgreSQL it writes through
+    this connection, in autocommit, and saves the pool checkout and the isolation level
+    switch on every batch (a third of a small write's time). Elsewhere it is `transaction`.
+    """
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+
+    @contextlib.contextmanager
+    def transaction(self, engine: Engine) -> Iterator[Connection]:
+        """Like `transaction(engine)`; not for concurrent use."""
+        if engine.dialect.name != "postgresql":
+            with transaction(engine) as pooled:
+                yield pooled
+            return
+        kept = self._conn
+        if kept is None or kept.closed or kept.invalidated or kept.engine is not engine:
+            self.close()
+            kept = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._conn = kept
+        try:
+            yield kept
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the connection back."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
 
 
 def is_outage(exc: BaseException) -> bool:

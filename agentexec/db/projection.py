@@ -188,6 +188,32 @@ ON CONFLICT (agent_id, seq) DO NOTHING
 """
 
 
+_PG_APPLY_ONE = f"""
+WITH commit_mode AS (
+    SELECT set_config('synchronous_commit', %(commit)s, true)
+), runs AS (
+    INSERT INTO {_ACTIVITY} AS a (agent_id, agent_type, status, latest_log,
+        latest_completion_percentage, worker, created_at, updated_at, last_seq)
+    VALUES (%(id)s, %(type)s, %(status)s, %(message)s, %(percentage)s, %(worker)s,
+        %(at)s, %(at)s, %(seq)s)
+    ON CONFLICT (agent_id) DO UPDATE SET
+        status = excluded.status,
+        latest_log = excluded.latest_log,
+        latest_completion_percentage =
+            coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
+        worker = coalesce(excluded.worker, a.worker),
+        updated_at = excluded.updated_at,
+        last_seq = excluded.last_seq
+    WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
+      AND (a.status NOT IN ({_TERMINAL_SQL}) OR excluded.status = 'QUEUED')
+)
+INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
+SELECT %(id)s, %(seq)s, %(message)s, %(status)s, %(percentage)s::int, %(at)s::timestamptz
+FROM commit_mode
+ON CONFLICT (agent_id, seq) DO NOTHING
+"""
+
+
 def _apply_pg(
     conn: Connection, events: list[Event], rows: list[_RunRow], synchronous_commit: bool
 ) -> None:
@@ -196,6 +222,23 @@ def _apply_pg(
     Plain SQL, so no statement tree is walked for a cache key on every batch. The log rows'
     foreign keys are checked at the end of the statement, after the runs' rows exist.
     """
+    if len(events) == 1:  # the publish path: plain values are cheaper than arrays
+        [e] = events
+        conn.exec_driver_sql(
+            _PG_APPLY_ONE,
+            {
+                "commit": "on" if synchronous_commit else "off",
+                "id": e.agent_id,
+                "type": e.task or "unknown",
+                "status": e.status.value,
+                "message": e.message,
+                "percentage": e.percentage,
+                "worker": e.worker,
+                "at": e.at,
+                "seq": e.seq,
+            },
+        )
+        return
     conn.exec_driver_sql(
         _PG_APPLY,
         {
