@@ -98,3 +98,7 @@ def demo(agents: int, flower: bool) -> None:
     from agentexec.demo import run
 
     sys.exit(run(agents=agents, flower=flower))
+
+
+if __name__ == "__main__":
+    main()

@@ -48,6 +48,8 @@ class Runtime:
         self._database_url = database_url
         self._prepared: set[int] = set()
         self._lock = threading.Lock()
+        #: The worker's node name, in a worker process: stamped on the events it records.
+        self.worker: str | None = None
         #: Whether this process sees the activity database down (logged once per outage).
         self.outage = engines.Outage()
         self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
@@ -237,6 +239,7 @@ def _after_fork_in_child() -> None:
         parent._engine.dispose(close=False)
     _current = Runtime(parent._engine, parent._database_url)
     _current._prepared = set(parent._prepared)
+    _current.worker = parent.worker
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

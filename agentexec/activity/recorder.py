@@ -245,8 +245,10 @@ class ActivityRecorder:
         if not self._is_mine(sender):
             return
         revoked.load(self.app)
+        runtime = get_runtime()
+        runtime.worker = getattr(sender, "hostname", None)
         try:
-            get_runtime().ready_engine()
+            runtime.ready_engine()
         except ActivityStoreError as exc:
             logger.error("%s; activity waits in the event log until this is fixed", exc)
         except SQLAlchemyError as exc:
@@ -280,7 +282,15 @@ class ActivityRecorder:
         """Append a run's last event, then write its journal to SQL, and wait for both."""
         agent_id = parse_agent_id(task_id)
         runtime = get_runtime()
-        event = Event(agent_id, status, message, percentage, kind=_KIND[status], task=task)
+        event = Event(
+            agent_id,
+            status,
+            message,
+            percentage,
+            kind=_KIND[status],
+            task=task,
+            worker=runtime.worker,
+        )
         appended = runtime.appender.submit_and_wait(event, TERMINAL_WAIT)
         journal = runtime.appender.end_journal(agent_id)
         if appended is None:

@@ -20,8 +20,9 @@ def report(
     agent_id: uuid.UUID, message: str, percentage: int | None, status: Status = Status.RUNNING
 ) -> None:
     """Record a validated status report, without blocking."""
-    get_runtime().appender.submit(
-        Event(agent_id, status, message, percentage, kind=EventKind.REPORT)
+    runtime = get_runtime()
+    runtime.appender.submit(
+        Event(agent_id, status, message, percentage, kind=EventKind.REPORT, worker=runtime.worker)
     )
     status_reported.send(
         sender=None, agent_id=agent_id, message=message, percentage=percentage, status=status

@@ -158,6 +158,17 @@ def _insert_logs(conn: Connection, events: list[Event]) -> None:
     )
 
 
+# A run's row moves to a newer event only, and a finished run only to a new attempt.
+_PG_MOVE_RUN = f"""ON CONFLICT (agent_id) DO UPDATE SET
+        status = excluded.status,
+        latest_log = excluded.latest_log,
+        latest_completion_percentage =
+            coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
+        worker = coalesce(excluded.worker, a.worker),
+        updated_at = excluded.updated_at,
+        last_seq = excluded.last_seq
+    WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
+      AND (a.status NOT IN ({_TERMINAL_SQL}) OR excluded.status = 'QUEUED')"""
 _PG_APPLY = f"""
 WITH commit_mode AS (
     SELECT set_config('synchronous_commit', %(commit)s, true)
@@ -167,16 +178,7 @@ WITH commit_mode AS (
     SELECT * FROM unnest(%(r_id)s::uuid[], %(r_type)s::varchar[], %(r_status)s::varchar[],
         %(r_message)s::text[], %(r_percentage)s::int[], %(r_worker)s::varchar[],
         %(r_created)s::timestamptz[], %(r_updated)s::timestamptz[], %(r_seq)s::bigint[])
-    ON CONFLICT (agent_id) DO UPDATE SET
-        status = excluded.status,
-        latest_log = excluded.latest_log,
-        latest_completion_percentage =
-            coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
-        worker = coalesce(excluded.worker, a.worker),
-        updated_at = excluded.updated_at,
-        last_seq = excluded.last_seq
-    WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
-      AND (a.status NOT IN ({_TERMINAL_SQL}) OR excluded.status = 'QUEUED')
+    {_PG_MOVE_RUN}
 )
 INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
 SELECT v.agent_id, v.seq, v.message, v.status, v.percentage, v.created_at
@@ -196,16 +198,7 @@ WITH commit_mode AS (
         latest_completion_percentage, worker, created_at, updated_at, last_seq)
     VALUES (%(id)s, %(type)s, %(status)s, %(message)s, %(percentage)s, %(worker)s,
         %(at)s, %(at)s, %(seq)s)
-    ON CONFLICT (agent_id) DO UPDATE SET
-        status = excluded.status,
-        latest_log = excluded.latest_log,
-        latest_completion_percentage =
-            coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
-        worker = coalesce(excluded.worker, a.worker),
-        updated_at = excluded.updated_at,
-        last_seq = excluded.last_seq
-    WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
-      AND (a.status NOT IN ({_TERMINAL_SQL}) OR excluded.status = 'QUEUED')
+    {_PG_MOVE_RUN}
 )
 INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
 SELECT %(id)s, %(seq)s, %(message)s, %(status)s, %(percentage)s::int, %(at)s::timestamptz

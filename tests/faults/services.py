@@ -154,7 +154,33 @@ def _run(argv: list[str], what: str, log: Path | None = None) -> str:
     return done.stdout
 
 
-class PrivateRedis:
+class _Server:
+    """A private server as a context manager: started on entry, always closed on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PrivateRedis(_Server):
     """A Redis server of one test, on a free port, with its files in a temporary directory.
 
     Args:
@@ -283,24 +309,8 @@ class PrivateRedis:
                     raise RuntimeError(f"Redis wrote no pid file at {self._pidfile}") from None
                 time.sleep(POLL_INTERVAL)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class PrivatePostgres:
+class PrivatePostgres(_Server):
     """A PostgreSQL cluster of one test, on a free port, in a temporary directory.
 
     The server runs as the `postgres` user (`su postgres -c ...`), since this process is
@@ -419,19 +429,3 @@ class PrivatePostgres:
         """Run a command as the postgres user, in the cluster's directory."""
         command = f"cd {shlex.quote(str(self._dir))} && {shlex.join(argv)}"
         _run(["su", "postgres", "-c", command], what, self._log)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
