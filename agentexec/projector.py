@@ -92,7 +92,9 @@ class Projector:
     Args:
         engine: returns the engine of the activity tables.
         log: the event log.
+        outage: shared with the process's other writers, to log an outage once.
         name: this consumer's name in the group; unique per process.
+        skip: whether an event (by its position) was already committed by this process.
     """
 
     def __init__(
@@ -101,8 +103,10 @@ class Projector:
         log: EventLog,
         outage: engines.Outage | None = None,
         name: str | None = None,
+        skip: Callable[[int | None], bool] | None = None,
     ) -> None:
         self._engine = engine
+        self._skip = skip or (lambda seq: False)
         self.log = log
         self.outage = outage or engines.Outage()
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -238,8 +242,11 @@ class Projector:
     # Applying
 
     def _apply(self, batch: list[tuple[bytes, Event | None]]) -> bool:
-        """Apply a batch in one transaction. False when the database is unreachable."""
-        events = [event for _, event in batch if event is not None]
+        """Apply a batch in one transaction. False when the database is unreachable.
+
+        Events this process already committed itself (`skip`) are acknowledged unapplied.
+        """
+        events = [event for _, event in batch if event is not None and not self._skip(event.seq)]
         if not events:
             return True
         try:

@@ -10,6 +10,7 @@ the fork (`os.register_at_fork`).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import os
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Threads that publish for `ax.enqueue`.
 _PUBLISHERS = 16
+#: How many committed event positions a process remembers, for its projector to skip.
+_REMEMBER_WRITTEN = 100_000
 
 
 class Runtime:
@@ -59,8 +62,12 @@ class Runtime:
         self.events = EventLog()
         #: Appends events for code that must not wait (agents, worker signals).
         self.appender = EventAppender(self.events)
-        self._queued_group = GroupCommit(self._write_batch)
-        self._queued_conn = engines.KeptConnection()
+        self._group = GroupCommit(self._write_groups)
+        self._group_conn = engines.KeptConnection()
+        #: Positions of events this process has committed to SQL itself, newest last: its
+        #: projector skips them (a bounded memory, so a few may be applied twice; harmless).
+        self._written: set[int] = set()
+        self._written_order: collections.deque[int] = collections.deque()
         #: The projector of this process, once started.
         self.projector: Projector | None = None
 
@@ -128,17 +135,33 @@ class Runtime:
             self.outage.failed(exc)
             return False
         self.outage.succeeded()
+        with self._lock:
+            self._remember_written(events)
         return True
 
-    def write_queued(self, event: Event) -> bool:
-        """`write` one QUEUED event, in one transaction with those of concurrent callers.
+    def write_together(self, events: list[Event]) -> bool:
+        """`write` these events in one transaction with those of concurrent callers.
 
-        A burst of enqueues from many threads then costs a few commits, not one each.
+        The publish path and the ends of runs come this way: a burst of enqueues, or of runs
+        ending, then costs a few commits, not one each.
         """
-        return self._queued_group(event)
+        return self._group(events)
 
-    def _write_batch(self, events: list[Event]) -> list[bool]:
-        return [self.write(events, kept=self._queued_conn)] * len(events)
+    def _write_groups(self, groups: list[list[Event]]) -> list[bool]:
+        written = self.write([e for group in groups for e in group], kept=self._group_conn)
+        return [written] * len(groups)
+
+    def was_written(self, seq: int | None) -> bool:
+        """Whether this process committed the event at `seq` to SQL itself."""
+        return seq in self._written
+
+    def _remember_written(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.seq is not None and event.seq not in self._written:
+                self._written.add(event.seq)
+                self._written_order.append(event.seq)
+        while len(self._written_order) > _REMEMBER_WRITTEN:
+            self._written.discard(self._written_order.popleft())
 
     # Threads
 
@@ -161,7 +184,9 @@ class Runtime:
         """Start this process's projector (once)."""
         with self._lock:
             if self.projector is None:
-                self.projector = Projector(self.ready_engine, self.events, self.outage).start()
+                self.projector = Projector(
+                    self.ready_engine, self.events, self.outage, skip=self.was_written
+                ).start()
             return self.projector
 
     def stop_projector(self, timeout: float = 10.0) -> None:
@@ -192,7 +217,7 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
         self.stop_projector(timeout)
-        self._queued_conn.close()
+        self._group_conn.close()
         self.appender.stop(timeout)
         self.loop.stop(timeout)
         self.events.close()

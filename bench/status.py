@@ -5,9 +5,10 @@ yielding to the loop between reports, so all of them report at once. Measured:
 - the time each `runner.report_status(message, percentage)` call takes, as the agent sees it,
   called right on the loop (through the SDK, a sync tool runs on a thread of the loop's
   executor instead; the call is the same);
-- the write throughput: reports per second from the first report until the activity writer
-  has committed them all (`agentexec.activity.writer.writer.flush()`).
-The activity rows exist beforehand, and one untimed report per agent warms the writer up.
+- the write throughput: reports per second from the first report until they are all in SQL:
+  appended to the event log and applied by the projector running in this process
+  (`Runtime.wait_projected()`).
+The activity rows exist beforehand, and one untimed report per agent warms everything up.
 
     uv run python -m bench.status --agents 500 --reports 10     # prints one JSON line
 """
@@ -24,16 +25,20 @@ from typing import Any
 
 from bench.common import (
     POSTGRES_URL,
+    REDIS_URL,
     Case,
     Results,
     Row,
     by_run,
+    delete_keys,
     emit,
     install_sigterm_exit,
     percentile,
     python_module,
+    queue_key_patterns,
     reset_activity_tables,
     summarize,
+    unique,
     values,
     verdict,
 )
@@ -42,22 +47,25 @@ SIZES = {"quick": {"agents": 100, "reports": 5}, "full": {"agents": 500, "report
 
 
 def run(agents: int, reports: int) -> dict[str, Any]:
-    os.environ["DATABASE_URL"] = POSTGRES_URL
+    os.environ.update(
+        DATABASE_URL=POSTGRES_URL, REDIS_URL=REDIS_URL, AGENTEXEC_QUEUE_PREFIX=unique("bench-st")
+    )
     reset_activity_tables(POSTGRES_URL)
 
     import agentexec as ax
-    from agentexec.activity import database, store
     from agentexec.activity.models import ActivityLog, Status
-    from agentexec.activity.store import Entry
-    from agentexec.activity.writer import writer
+    from agentexec.events import Event, EventKind
+    from agentexec.runtime import get_runtime
 
+    runtime = get_runtime()
     ids = [uuid.uuid4() for _ in range(agents)]
-    queued = [Entry(i, Status.QUEUED, "Task queued", agent_type="bench_agent") for i in ids]
-    store.write(queued, queued)
+    queued = [Event(i, Status.QUEUED, "Task queued", kind=EventKind.QUEUED, task="b") for i in ids]
+    runtime.write(runtime.events.append(queued))
+    runtime.start_projector()
     runners = [ax.OpenAIRunner(agent_id=i) for i in ids]
     for runner in runners:
         runner.report_status("Warming up", 1)
-    writer.flush(60)
+    assert runtime.wait_projected(60)
 
     latencies: list[int] = []
 
@@ -72,17 +80,18 @@ def run(agents: int, reports: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         await asyncio.gather(*(agent(r) for r in runners))
         reported = time.perf_counter() - t0
-        flushed = await asyncio.to_thread(writer.flush, 120)
-        assert flushed, "writer did not commit within 120 s"
+        projected = await asyncio.to_thread(runtime.wait_projected, 120)
+        assert projected, "reports not in SQL within 120 s"
         return reported, time.perf_counter() - t0
 
     reported_s, committed_s = asyncio.run(main())
     from sqlalchemy import func, select
 
-    with database.get_engine().connect() as conn:
+    with runtime.engine.connect() as conn:
         rows = conn.execute(select(func.count()).select_from(ActivityLog)).scalar_one()
-    writer.stop()
-    database.get_engine().dispose()
+    runtime.stop()
+    delete_keys(REDIS_URL, patterns=queue_key_patterns(os.environ["AGENTEXEC_QUEUE_PREFIX"]))
+    runtime.engine.dispose()
     us = [v / 1000 for v in latencies]
     total = agents * reports
     return {
