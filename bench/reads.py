@@ -99,9 +99,10 @@ SEED_SQL = [
     ORDER BY s.i
     """,
     """
-    INSERT INTO agentexec_activity_log (agent_id, message, status, completion_percentage,
+    INSERT INTO agentexec_activity_log (agent_id, seq, message, status, completion_percentage,
                                         created_at)
-    SELECT agent_id, message, status, pct, created_at FROM seed_log ORDER BY i, j
+    SELECT agent_id, (i::bigint << 20) + j, message, status, pct, created_at
+    FROM seed_log ORDER BY i, j
     """,
 ]
 

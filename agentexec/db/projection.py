@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_
 from sqlalchemy.dialects import sqlite
@@ -101,10 +102,11 @@ def _run_rows(events: list[Event]) -> list[_RunRow]:
     return rows
 
 
-def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
+def _sqlite_upsert_runs() -> Any:
+    """Built once: SQLAlchemy then computes its cache key once, not on every batch."""
     stmt = sqlite.insert(Activity)
     new, table = stmt.excluded, Activity.__table__.c
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[Activity.agent_id],
         set_={
             "status": new.status,
@@ -121,8 +123,17 @@ def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
             or_(and_(*(table.status != s for s in TERMINAL)), new.status == Status.QUEUED),
         ),
     )
+
+
+_SQLITE_UPSERT_RUNS = _sqlite_upsert_runs()
+_SQLITE_INSERT_LOGS = sqlite.insert(ActivityLog).on_conflict_do_nothing(
+    index_elements=["agent_id", "seq"]
+)
+
+
+def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
     conn.execute(
-        stmt,
+        _SQLITE_UPSERT_RUNS,
         [
             {
                 "agent_id": r.agent_id,
@@ -141,9 +152,8 @@ def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
 
 
 def _insert_logs(conn: Connection, events: list[Event]) -> None:
-    stmt = sqlite.insert(ActivityLog).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
     conn.execute(
-        stmt,
+        _SQLITE_INSERT_LOGS,
         [
             {
                 "agent_id": e.agent_id,
