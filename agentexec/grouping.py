@@ -19,44 +19,47 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        #: Set when the slot is written, or when its caller is to lead the next batch.
+        self.wake = threading.Event()
 
 
 class GroupCommit(Generic[T, R]):
     """Calls `write(items) -> results` (one result per item, in order) for batches of callers.
 
-    An exception from `write` is raised in every caller of that batch.
+    An exception from `write` is raised in every caller of that batch. Each waiting caller is
+    woken once, for its own result or to lead the next batch: no thundering herd.
     """
 
     def __init__(self, write: Callable[[list[T]], list[R]]) -> None:
         self._write = write
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Slot[T, R]] = []
         self._busy = False
 
     def __call__(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
-        with self._cond:
+        with self._lock:
             self._waiting.append(slot)
-            while not slot.done:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                self._busy = True
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            slot.wake.wait()
+        if not slot.done:  # leading: write everything waiting, this slot included
+            with self._lock:
                 batch, self._waiting = self._waiting, []
-                self._cond.release()
-                try:
-                    self._lead(batch)
-                finally:
-                    self._cond.acquire()
+            self._lead(batch)
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].wake.set()  # hand over to the next batch's first caller
+                else:
                     self._busy = False
-                    self._cond.notify_all()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
@@ -67,6 +70,8 @@ class GroupCommit(Generic[T, R]):
         except BaseException as exc:
             for slot in batch:
                 slot.error, slot.done = exc, True
-            return
-        for slot, result in zip(batch, results, strict=True):
-            slot.result, slot.done = result, True
+        else:
+            for slot, result in zip(batch, results, strict=True):
+                slot.result, slot.done = result, True
+        for slot in batch:
+            slot.wake.set()

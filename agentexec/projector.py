@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from agentexec.config import get_settings
 from agentexec.db import engines, projection
 from agentexec.eventlog import EventLog
-from agentexec.events import PROJECTOR_GROUP, Event
+from agentexec.events import PROJECTOR_GROUP, Event, seq_of
 from agentexec.exceptions import ActivityStoreError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 #: Milliseconds a read waits for new events.
 _BLOCK_MS = 1_000
+#: Seconds a projector waits after a partial batch, for more events to gather.
+_LINGER = 0.05
 #: Seconds between trims of the stream.
 _TRIM_INTERVAL = 10.0
 #: Longest pause between attempts while the database or Redis is unreachable.
@@ -163,6 +165,11 @@ class Projector:
                     continue
                 delay = 0.05
                 self._ack(batch)
+                if len(batch) < BATCH:
+                    # Let more events gather: a transaction costs about the same for one row
+                    # as for a hundred, and nobody waits on the projection (watchers read
+                    # the stream, the publish path and the ends of runs write themselves).
+                    self._stop.wait(_LINGER)
                 batch = []
                 if time.monotonic() >= next_trim:
                     self.trim()
@@ -205,7 +212,7 @@ class Projector:
                 raise
             self._key = ""  # the stream was deleted: create the group again
             return []
-        batch = [_decode(i, f) for _, entries in reply or () for i, f in entries]
+        batch = [self._decode(i, f) for _, entries in reply or () for i, f in entries]
         self._backlog = len(batch) >= BATCH
         return batch
 
@@ -222,7 +229,7 @@ class Projector:
                 raise
             self._key = ""
             return []
-        claimed = [_decode(i, f) for i, f in reply[1] if f is not None]
+        claimed = [self._decode(i, f) for i, f in reply[1] if f is not None]
         if claimed:
             logger.info("activity projector: took over %d events of a dead projector", len(claimed))
         return claimed
@@ -239,14 +246,22 @@ class Projector:
     def _ack(self, batch: list[tuple[bytes, Event | None]]) -> None:
         self._client().xack(self._key, PROJECTOR_GROUP, *[i for i, _ in batch])
 
+    def _decode(self, entry_id: bytes, fields: dict[Any, Any]) -> tuple[bytes, Event | None]:
+        """The entry's event; None for one to acknowledge unapplied: malformed, or already
+        committed by this process itself (`skip`, checked before the work of decoding)."""
+        if self._skip(seq_of(entry_id)):
+            return entry_id, None
+        try:
+            return entry_id, Event.from_entry(entry_id, fields)
+        except ValueError as exc:
+            logger.error("activity projector: skipping %s", exc)
+            return entry_id, None
+
     # Applying
 
     def _apply(self, batch: list[tuple[bytes, Event | None]]) -> bool:
-        """Apply a batch in one transaction. False when the database is unreachable.
-
-        Events this process already committed itself (`skip`) are acknowledged unapplied.
-        """
-        events = [event for _, event in batch if event is not None and not self._skip(event.seq)]
+        """Apply a batch in one transaction. False when the database is unreachable."""
+        events = [event for _, event in batch if event is not None]
         if not events:
             return True
         try:
@@ -316,11 +331,3 @@ class Projector:
             idle_s = int(consumer["idle"]) / 1000
             if name != self.name and not int(consumer["pending"]) and idle_s > _FORGET_IDLE:
                 client.xgroup_delconsumer(self._key, PROJECTOR_GROUP, name)
-
-
-def _decode(entry_id: bytes, fields: dict[Any, Any]) -> tuple[bytes, Event | None]:
-    try:
-        return entry_id, Event.from_entry(entry_id, fields)
-    except ValueError as exc:
-        logger.error("activity projector: skipping %s", exc)
-        return entry_id, None
