@@ -82,7 +82,8 @@ async def _enqueue_and_watch(agents: int) -> int:
     from agentexec.runtime import get_runtime
     from tasks.research import ResearchContext
 
-    engine = get_runtime().bind(database_url=os.environ["DATABASE_URL"])
+    get_runtime().bind(database_url=os.environ["DATABASE_URL"])
+    engine = get_runtime().engine
     ax.Base.metadata.create_all(engine)
     started = time.monotonic()
     names = [COMPANIES[i % len(COMPANIES)] for i in range(agents)]

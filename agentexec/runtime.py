@@ -73,12 +73,14 @@ class Runtime:
 
     # The activity database
 
-    def bind(self, engine: Engine | None = None, database_url: str | None = None) -> Engine:
-        """Make `engine` (or a new one for `database_url`) the activity database."""
+    def bind(self, engine: Engine | None = None, database_url: str | None = None) -> None:
+        """Make `engine` (or, on first use, a new one for `database_url`) the activity database.
+
+        Nothing connects here, and a bad URL raises on first use, where the caller sees it.
+        """
         with self._lock:
             self._engine = engine
             self._database_url = database_url
-            return self._get_engine()
 
     @property
     def engine(self) -> Engine:
