@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Threads that publish for `ax.enqueue`.
 _PUBLISHERS = 16
+#: Seconds the end of a run waits for others to share its commit.
+_END_LINGER = 0.002
 #: How many committed event positions a process remembers, for its projector to skip.
 _REMEMBER_WRITTEN = 100_000
 
@@ -62,8 +64,10 @@ class Runtime:
         self.events = EventLog()
         #: Appends events for code that must not wait (agents, worker signals).
         self.appender = EventAppender(self.events)
-        self._group = GroupCommit(self._write_groups)
-        self._group_conn = engines.KeptConnection()
+        # Two group commits, each with its own connection: the publish path's, which its
+        # callers wait on, and the ends of runs, which linger a little to share commits.
+        self._queued = _Group(linger=0.0, runtime=self)
+        self._ends = _Group(linger=_END_LINGER, runtime=self)
         #: Positions of events this process has committed to SQL itself, newest last: its
         #: projector skips them (a bounded memory, so a few may be applied twice; harmless).
         self._written: set[int] = set()
@@ -141,17 +145,14 @@ class Runtime:
             self._remember_written(events)
         return True
 
-    def write_together(self, events: list[Event]) -> bool:
-        """`write` these events in one transaction with those of concurrent callers.
+    def write_queued(self, events: list[Event]) -> bool:
+        """`write` in one transaction with concurrent callers: the publish path's group."""
+        return self._queued(events)
 
-        The publish path and the ends of runs come this way: a burst of enqueues, or of runs
-        ending, then costs a few commits, not one each.
-        """
-        return self._group(events)
-
-    def _write_groups(self, groups: list[list[Event]]) -> list[bool]:
-        written = self.write([e for group in groups for e in group], kept=self._group_conn)
-        return [written] * len(groups)
+    def write_end(self, events: list[Event]) -> bool:
+        """`write` the events of a run that ends, sharing a commit with runs that end within
+        a few milliseconds: a burst of endings then costs a few commits, not one each."""
+        return self._ends(events)
 
     def was_written(self, seq: int | None) -> bool:
         """Whether this process committed the event at `seq` to SQL itself."""
@@ -219,7 +220,8 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
         self.stop_projector(timeout)
-        self._group_conn.close()
+        self._queued.close()
+        self._ends.close()
         self.appender.stop(timeout)
         self.loop.stop(timeout)
         self.events.close()
@@ -241,6 +243,25 @@ def _applied_through(client: object, key: str) -> int:
                 return seq_of(oldest) - 1
         return seq_of(group["last-delivered-id"])
     return 0
+
+
+class _Group:
+    """A group commit of a runtime's writes, on a connection of its own."""
+
+    def __init__(self, linger: float, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._conn = engines.KeptConnection()
+        self._commit = GroupCommit(self._write, linger=linger)
+
+    def __call__(self, events: list[Event]) -> bool:
+        return self._commit(events)
+
+    def _write(self, groups: list[list[Event]]) -> list[bool]:
+        written = self._runtime.write([e for group in groups for e in group], kept=self._conn)
+        return [written] * len(groups)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 _current = Runtime()

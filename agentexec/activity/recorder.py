@@ -142,7 +142,7 @@ class ActivityRecorder:
         else:
             event = Event.from_fields(fields, seq)
         try:
-            runtime.write_together([event])
+            runtime.write_queued([event])
         except ActivityStoreError as exc:
             logger.error("QUEUED row of %s not written: %s", event.agent_id, exc)
 
@@ -297,7 +297,7 @@ class ActivityRecorder:
             logger.error("event log unreachable: the end of %s goes to SQL only", agent_id)
             appended = event.appended(clock_seq())
         try:
-            runtime.write_together([*journal, appended])
+            runtime.write_end([*journal, appended])
         except ActivityStoreError as exc:
             logger.error("activity of %s not recorded: %s", agent_id, exc)
 
