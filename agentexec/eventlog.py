@@ -28,6 +28,9 @@ from agentexec.events import Event, entry_id, seq_of, stream_key
 
 logger = logging.getLogger(__name__)
 
+#: The events one attempt of a run appended in this process, newest last.
+Journal = deque[Event]
+
 #: Events per pipeline.
 _BATCH = 500
 #: Seconds the appender lingers for more events once one arrives: one pipeline costs about
@@ -114,7 +117,7 @@ class EventAppender:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._journals: dict[uuid.UUID, deque[Event]] = {}
+        self._journals: dict[uuid.UUID, Journal] = {}
         self._last_seq = 0
 
     @property
@@ -144,15 +147,27 @@ class EventAppender:
         assert item.done is not None
         return item.done.wait(timeout)
 
-    def start_journal(self, agent_id: uuid.UUID) -> None:
-        """Keep the events of `agent_id` appended from now on, for `end_journal`."""
+    def start_journal(self, agent_id: uuid.UUID) -> Journal:
+        """Keep the events of `agent_id` appended from now on; returns the journal."""
+        journal: Journal = deque(maxlen=_JOURNAL_LIMIT)
         with self._lock:
-            self._journals[agent_id] = deque(maxlen=_JOURNAL_LIMIT)
+            self._journals[agent_id] = journal
+        return journal
 
-    def end_journal(self, agent_id: uuid.UUID) -> list[Event]:
-        """The events of `agent_id` appended since `start_journal`, and forget them."""
+    def end_journal(self, agent_id: uuid.UUID, journal: Journal | None = None) -> list[Event]:
+        """The events of a journal, which is forgotten.
+
+        Args:
+            agent_id: whose journal.
+            journal: the one `start_journal` returned; a newer attempt of the same run (a
+                retry that started on another thread) keeps its own. None: the current one.
+        """
         with self._lock:
-            return list(self._journals.pop(agent_id, ()))
+            current = self._journals.get(agent_id)
+            if journal is None or current is journal:
+                self._journals.pop(agent_id, None)
+                journal = current
+        return list(journal or ())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Append what is queued (while Redis answers), then end the thread."""

@@ -37,6 +37,7 @@ from agentexec import revoked
 from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
 from agentexec.db.models import Status
+from agentexec.eventlog import Journal
 from agentexec.events import Event, EventKind, clock_seq
 from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError
 from agentexec.ids import parse_agent_id
@@ -155,7 +156,7 @@ class ActivityRecorder:
         agent_id = parse_agent_id(task_id)
         redelivered = (request.delivery_info or {}).get("redelivered")
         appender = get_runtime().appender
-        appender.start_journal(agent_id)
+        request.agentexec_journal = appender.start_journal(agent_id)
         appender.submit(
             Event(
                 agent_id,
@@ -170,7 +171,8 @@ class ActivityRecorder:
 
     def on_task_postrun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         if self.is_agent_task(sender) and task_id is not None:
-            get_runtime().appender.end_journal(parse_agent_id(task_id))
+            journal = getattr(sender.request, "agentexec_journal", None)
+            get_runtime().appender.end_journal(parse_agent_id(task_id), journal)
 
     def finished(
         self, task: Any, error: BaseException | None = None, *, retrying: bool = False
@@ -181,19 +183,20 @@ class ActivityRecorder:
         client could see the result while the activity still says RUNNING. The body calls
         this first; the signal handlers then skip the runs it has recorded.
         """
+        journal = getattr(task.request, "agentexec_journal", None)
         if error is None:
-            self._end(task.request.id, Status.COMPLETE, "Task completed", 100)
+            self._end(task.request.id, Status.COMPLETE, "Task completed", 100, journal=journal)
         elif retrying:
-            self._end(
-                task.request.id, Status.QUEUED, f"Attempt failed, retrying: {describe(error)}"
-            )
+            message = f"Attempt failed, retrying: {describe(error)}"
+            self._end(task.request.id, Status.QUEUED, message, journal=journal)
         else:
-            self._end(task.request.id, Status.ERROR, describe(error))
+            self._end(task.request.id, Status.ERROR, describe(error), journal=journal)
         task.request.agentexec_recorded = True
 
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
         if self.is_agent_task(sender) and not _recorded(sender):
-            self._end(sender.request.id, Status.COMPLETE, "Task completed", 100)
+            journal = getattr(sender.request, "agentexec_journal", None)
+            self._end(sender.request.id, Status.COMPLETE, "Task completed", 100, journal=journal)
 
     def on_task_failure(
         self,
@@ -203,7 +206,8 @@ class ActivityRecorder:
         **_: Any,
     ) -> None:
         if self.is_agent_task(sender) and task_id is not None and not _recorded(sender):
-            self._end(task_id, Status.ERROR, describe(exception))
+            journal = getattr(sender.request, "agentexec_journal", None)
+            self._end(task_id, Status.ERROR, describe(exception), journal=journal)
 
     def on_task_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
@@ -278,6 +282,7 @@ class ActivityRecorder:
         percentage: int | None = None,
         *,
         task: str | None = None,
+        journal: Journal | None = None,
     ) -> None:
         """Append a run's last event, then write its journal to SQL, and wait for both."""
         agent_id = parse_agent_id(task_id)
@@ -292,12 +297,12 @@ class ActivityRecorder:
             worker=runtime.worker,
         )
         appended = runtime.appender.submit_and_wait(event, TERMINAL_WAIT)
-        journal = runtime.appender.end_journal(agent_id)
+        events = runtime.appender.end_journal(agent_id, journal)
         if appended is None:
             logger.error("event log unreachable: the end of %s goes to SQL only", agent_id)
             appended = event.appended(clock_seq())
         try:
-            runtime.write_end([*journal, appended])
+            runtime.write_end([*events, appended])
         except ActivityStoreError as exc:
             logger.error("activity of %s not recorded: %s", agent_id, exc)
 
