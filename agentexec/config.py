@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         return f"{self.queue_prefix}.low"
 
 
+def redact(url: str) -> str:
+    """`url` without its credentials, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first call."""

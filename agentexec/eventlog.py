@@ -19,12 +19,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import redis
 
 from agentexec.config import get_settings
-from agentexec.events import Event, entry_id, seq_of, stream_key
+from agentexec.events import Event, seq_of, stream_key
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +84,6 @@ class EventLog:
                 pipe.xadd(key, event.fields())  # type: ignore[arg-type]
             ids = pipe.execute()
         return [event.appended(seq_of(i)) for event, i in zip(events, ids, strict=True)]
-
-    def read(self, after: int = 0, count: int = 1_000) -> list[Event]:
-        """Events after position `after`, oldest first (for tools and tests)."""
-        start = "-" if after <= 0 else f"({entry_id(after)}"
-        entries: Any = self.client().xrange(self.key, start, "+", count=count)
-        return [Event.from_entry(i, fields) for i, fields in entries]
 
     def close(self) -> None:
         """Close the connections."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec.activity.recorder import ActivityRecorder, describe
 from agentexec.application import app as default_app
-from agentexec.config import get_settings
+from agentexec.config import get_settings, redact
 from agentexec.exceptions import BrokerUnavailableError, InvalidContextError, UnknownTaskError
 from agentexec.ids import parse_agent_id
 from agentexec.queues import Priority, queue_name
@@ -92,7 +92,7 @@ class AgentTask(Task[Any, Any]):
         Raises:
             InvalidContextError: the context does not validate. Nothing is sent.
             ActivityStoreError: the activity database is misconfigured. Nothing is sent.
-            BrokerUnavailableError: the broker did not take the run. It is recorded ERROR.
+            BrokerUnavailableError: the broker did not take the run. Nothing is recorded.
         """
         context = self.validate_context(_single_context(self.name, args, kwargs))
         payload = context.model_dump(mode="json")
@@ -117,7 +117,9 @@ class AgentTask(Task[Any, Any]):
                 **options,
             )
         except (OSError, KombuOperationalError, redis.RedisError) as exc:
-            raise BrokerUnavailableError(_broker(self.app), describe(exc)) from exc
+            raise BrokerUnavailableError(
+                redact(str(self.app.conf.broker_url)), describe(exc)
+            ) from exc
         return cast(AgentResult, result)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AgentResult:
@@ -183,7 +185,7 @@ async def enqueue(
         UnknownTaskError: no agent task has that name in this process.
         InvalidContextError: the context does not validate. Nothing is published or recorded.
         ActivityStoreError: the activity database is misconfigured. Nothing is published.
-        BrokerUnavailableError: the broker did not take the run. It is recorded ERROR.
+        BrokerUnavailableError: the broker did not take the run. Nothing is recorded.
     """
     task = get_agent_task(task_name)
     model = task.validate_context(context)
@@ -192,11 +194,6 @@ async def enqueue(
         task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
     )
     return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
-
-
-def _broker(app: Any) -> str:
-    url = str(app.conf.broker_url)
-    return url.split("@")[-1] if "@" in url else url
 
 
 def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> Any:

@@ -325,10 +325,6 @@ def _recorded(task: Any) -> bool:
     return bool(getattr(task.request, "agentexec_recorded", False))
 
 
-def _safe_url(url: str) -> str:
-    return url.split("@")[-1] if "@" in url else url
-
-
 def describe(exc: BaseException | None) -> str:
     """`Type: message`, the way an error reads in the activity log."""
     if exc is None:

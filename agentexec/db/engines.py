@@ -25,7 +25,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from agentexec.config import get_settings
+from agentexec.config import get_settings, redact
 from agentexec.db.models import Activity, ActivityLog, Base
 from agentexec.exceptions import ActivityStoreError
 
@@ -57,10 +57,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     """
     module = type(dbapi_connection).__module__
     if module.startswith(("sqlite3", "pysqlite2")):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+        _pragmas(dbapi_connection, "foreign_keys=ON", "busy_timeout=30000")
 
 
 def create(url: str) -> Engine:
@@ -90,9 +87,13 @@ def create(url: str) -> Engine:
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
     # WAL lets the web app read while a worker writes.
+    _pragmas(dbapi_connection, "journal_mode=WAL", "synchronous=NORMAL")
+
+
+def _pragmas(dbapi_connection: Any, *pragmas: str) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    for pragma in pragmas:
+        cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
 
@@ -201,7 +202,7 @@ def _safe(engine_or_url: Engine | str) -> str:
     """The URL without its password."""
     if isinstance(engine_or_url, Engine):
         return engine_or_url.url.render_as_string(hide_password=True)
-    return engine_or_url.split("@")[-1] if "@" in engine_or_url else engine_or_url
+    return redact(engine_or_url)
 
 
 class Outage:
