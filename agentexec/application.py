@@ -42,6 +42,12 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": 1,
+            # Unacknowledged messages are kept per queue prefix, like the queues: a deployment
+            # sharing the Redis db never restores another's runs with its own visibility
+            # timeout (kombu's default keys are global to the db).
+            "unacked_key": f"{settings.queue_prefix}.unacked",
+            "unacked_index_key": f"{settings.queue_prefix}.unacked_index",
+            "unacked_mutex_key": f"{settings.queue_prefix}.unacked_mutex",
         },
         "worker_prefetch_multiplier": 1,
         # At-least-once: a task is acknowledged when it ends, and redelivered if its

@@ -46,3 +46,19 @@ def test_import_connects_to_nothing() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "redis://127.0.0.1:1/0"
+
+
+def test_unacknowledged_messages_are_kept_per_queue_prefix() -> None:
+    """A worker restores only its own deployment's unacknowledged runs (with its visibility
+    timeout), never those of another queue prefix sharing the Redis db."""
+    options = [
+        celery_defaults(Settings(_env_file=None, queue_prefix=p))["broker_transport_options"]
+        for p in ("one", "two")
+    ]
+    keys = ("unacked_key", "unacked_index_key", "unacked_mutex_key")
+    assert [options[0][k] for k in keys] == [
+        "one.unacked",
+        "one.unacked_index",
+        "one.unacked_mutex",
+    ]
+    assert not {options[0][k] for k in keys} & {options[1][k] for k in keys}
