@@ -12,11 +12,15 @@ from agentexec.exceptions import (
     ActivityStoreError,
     AgentExecError,
     BrokerUnavailableError,
+    ContextTooLargeError,
+    DeliveryLimitError,
     InvalidAgentIdError,
     InvalidContextError,
+    InvalidRequestError,
     TaskCanceledError,
     TaskError,
     TaskFailedError,
+    UnknownAgentError,
     UnknownTaskError,
 )
 from agentexec.pool import WorkerPool
@@ -58,12 +62,16 @@ __all__ = [
     "ActivityStoreError",
     "AgentExecError",
     "BrokerUnavailableError",
+    "ContextTooLargeError",
+    "DeliveryLimitError",
     "InvalidAgentIdError",
     "InvalidContextError",
+    "InvalidRequestError",
     "MaxTurnsError",
     "TaskCanceledError",
     "TaskError",
     "TaskFailedError",
+    "UnknownAgentError",
     "UnknownTaskError",
 ]
 
