@@ -16,14 +16,19 @@ hash in two steps; a worker killed between them would lose it. The reaper
 
 from __future__ import annotations
 
+import logging
+from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 
 from agentexec.config import get_settings
 from agentexec.events import seq_of
+
+logger = logging.getLogger(__name__)
 
 #: Header with the QUEUED event to append with the message: `{"key": ..., "fields": {...}}`.
 EVENT_HEADER = "agentexec_event"
@@ -89,6 +94,60 @@ class Channel(kombu_redis.Channel):
                 client=client,
             )
         headers[SEQ_HEADER] = seq_of(entry_id)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's, except that a message it cannot read is set aside instead of stopping the
+        worker ("Unrecoverable error: JSONDecodeError")."""
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:  # type: ignore[attr-defined]
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)  # type: ignore[attr-defined]
+            message = _readable(item)
+            if message is None:
+                self._set_aside(dest, item)
+            else:
+                self.connection._deliver(message, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]  # kombu: the connection is idle
+
+    def _set_aside(self, queue: str, item: bytes) -> None:
+        key = dead_letters_key()
+        logger.error(
+            "refused a malformed message on queue %s (kept in the Redis list %s): %r",
+            queue,
+            key,
+            item[:200],
+        )
+        with self.conn_or_acquire() as client:
+            client.pipeline().lpush(key, item).ltrim(key, 0, 9_999).execute()
+
+
+def _readable(item: bytes) -> dict[str, Any] | None:
+    """The message in `item`, or None when it is not JSON shaped like a kombu message."""
+    try:
+        message = loads(bytes_to_str(item))
+    except ValueError:  # JSON and Unicode decoding errors alike
+        return None
+    if not isinstance(message, dict) or "body" not in message:
+        return None
+    properties = message.get("properties")
+    if not isinstance(properties, dict) or "delivery_tag" not in properties:
+        return None
+    return message
+
+
+def dead_letters_key() -> str:
+    """The list of messages no worker could read, newest first (the last 10,000)."""
+    return f"{get_settings().queue_prefix}.dead"
 
 
 class Transport(kombu_redis.Transport):

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     max_result_timeout: float = Field(default=3_600.0, gt=0)
     """Largest `timeout` that `get_result` accepts, in seconds."""
 
-    max_page_size: int = Field(default=1_000, ge=1)
+    max_page_size: int = Field(default=500, ge=1)
     """Largest `page_size` that `activity.list` accepts."""
 
     restore_interval: int = Field(default=10, ge=1)

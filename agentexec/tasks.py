@@ -16,7 +16,7 @@ from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec.activity.recorder import ActivityRecorder, describe
@@ -25,12 +25,13 @@ from agentexec.config import get_settings, redact
 from agentexec.delivery import REQUEUED_AT_SHUTDOWN
 from agentexec.exceptions import (
     BrokerUnavailableError,
+    ContextTooLargeError,
     DeliveryLimitError,
     InvalidContextError,
     UnknownTaskError,
 )
 from agentexec.ids import parse_agent_id
-from agentexec.queues import Priority, queue_name
+from agentexec.queues import Priority, parse_priority, queue_name
 from agentexec.results import get_result
 from agentexec.runtime import get_runtime
 
@@ -103,6 +104,9 @@ class AgentTask(Task[Any, Any]):
         """
         context = self.validate_context(_single_context(self.name, args, kwargs))
         payload = context.model_dump(mode="json")
+        size, limit = len(to_json(payload)), get_settings().max_context_bytes
+        if size > limit:
+            raise ContextTooLargeError(self.name, size, limit)
         agent_id = parse_agent_id(task_id) if task_id is not None else uuid.uuid4()
         if priority is None or isinstance(priority, str):
             options.setdefault("queue", queue_name(priority or Priority.LOW, get_settings()))
@@ -263,7 +267,7 @@ async def enqueue(
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
     publish = functools.partial(
-        task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
+        task.apply_async, (model,), task_id=task_id, priority=parse_priority(priority), **options
     )
     return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
 
