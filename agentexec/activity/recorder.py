@@ -163,14 +163,19 @@ class ActivityRecorder:
             logger.warning("run %s delivered again after it finished; not run again", task_id)
             return
         request.agentexec_deliveries = deliveries
-        redelivered = deliveries > 1 or (request.delivery_info or {}).get("redelivered")
+        if deliveries > 1:
+            message = f"Task started again (delivery {deliveries})"
+        elif (request.delivery_info or {}).get("redelivered"):
+            message = "Task started again"
+        else:
+            message = "Task started"
         appender = get_runtime().appender
         request.agentexec_journal = appender.start_journal(agent_id)
         appender.submit(
             Event(
                 agent_id,
                 Status.RUNNING,
-                f"Task started again (delivery {deliveries})" if redelivered else "Task started",
+                message,
                 0,
                 kind=EventKind.STARTED,
                 task=sender.name,

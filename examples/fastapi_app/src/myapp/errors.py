@@ -105,6 +105,7 @@ def _priority(body: bytes) -> Any:
 
 async def _refuse(send: Send, status: int, error: str, detail: str) -> None:
     payload = json.dumps({"error": error, "detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    length = str(len(payload)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", length)]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

@@ -44,6 +44,6 @@ async def global_exception_handler(request: Request, exc: Exception):
     )
 
 # Not in the guide: a specific answer to each bad input (see errors.py).
-from . import errors  # noqa: E402
+from . import errors
 
 errors.install(app)

@@ -66,6 +66,13 @@ async def flaky_agent(agent_id: UUID, context: FlakyContext) -> dict[str, object
     return {"attempts": 2}
 
 
+@pool.task("blocking_agent")
+async def blocking_agent(agent_id: UUID, context: SleepContext) -> dict[str, object]:
+    """Blocks the shared loop on purpose, for the watchdog."""
+    time.sleep(context.seconds)  # noqa: ASYNC251
+    return {"label": context.label}
+
+
 class FaultContext(BaseModel):
     seconds: float = Field(default=3.0, ge=0)
     reports: int = Field(default=3, ge=1)
