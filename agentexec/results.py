@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from agentexec.application import app
 from agentexec.db.models import Activity, Status
 from agentexec.exceptions import ActivityStoreError, TaskCanceledError, TaskFailedError
+from agentexec.hub import close_hubs
 from agentexec.ids import parse_agent_id
 from agentexec.listener import ResultListener
 from agentexec.runtime import get_runtime
@@ -99,6 +100,7 @@ async def close_redis() -> None:
     listener = _listeners.pop(asyncio.get_running_loop(), None)
     if listener is not None:
         await listener.close()
+    await close_hubs()
     await asyncio.to_thread(_close_sync, app)
 
 

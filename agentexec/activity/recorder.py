@@ -156,7 +156,7 @@ class ActivityRecorder:
         agent_id = parse_agent_id(task_id)
         redelivered = (request.delivery_info or {}).get("redelivered")
         appender = get_runtime().appender
-        request.agentexec_journal = appender.start_journal(agent_id)
+        request.agentexec_journal = appender.start_journal(agent_id, sender.name)
         appender.submit(
             Event(
                 agent_id,
