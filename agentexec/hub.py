@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 import weakref
@@ -80,7 +81,9 @@ class EventHub:
             BlockingConnectionPool.from_url(url, max_connections=20, timeout=30)
         )
         # The follow blocks its connection: it gets one of its own.
-        self._follower = Redis.from_url(url, socket_keepalive=True)
+        self._follower = Redis.from_url(
+            url, socket_keepalive=True, client_name=f"agentexec-hub-{os.getpid()}"
+        )
         self._by_agent: dict[uuid.UUID, set[Subscription]] = {}
         self._all: set[Subscription] = set()
         self._reader: asyncio.Task[None] | None = None

@@ -319,4 +319,3 @@ def _from_log(log: ActivityLog, task: str) -> Event:
         at=log.created_at,
         seq=log.seq,
     )
-
