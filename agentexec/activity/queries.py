@@ -30,13 +30,34 @@ def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None
     return ActivityDetail.model_validate(activity) if activity is not None else None
 
 
-def list(session: Session, page: int = 1, page_size: int = 20) -> ActivityPage:
-    """One page of runs, newest first. `page` starts at 1; `page_size` is capped at 500."""
+def list(
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    status: Status | str | None = None,
+    agent_type: str | None = None,
+) -> ActivityPage:
+    """One page of runs, newest first. `page` starts at 1; `page_size` is capped at 500.
+
+    Args:
+        session: a session on the activity database.
+        page: which page.
+        page_size: runs per page.
+        status: only runs with this status.
+        agent_type: only runs of this task name.
+    """
     page = max(page, 1)
     page_size = min(max(page_size, 1), 500)
-    total = session.scalar(select(func.count()).select_from(Activity)) or 0
+    where = []
+    if status is not None:
+        where.append(Activity.status == Status(status))
+    if agent_type is not None:
+        where.append(Activity.agent_type == agent_type)
+    total = session.scalar(select(func.count()).select_from(Activity).where(*where)) or 0
     rows = session.scalars(
         select(Activity)
+        .where(*where)
         .order_by(Activity.created_at.desc(), Activity.agent_id.desc())
         .limit(page_size)
         .offset((page - 1) * page_size)
