@@ -18,6 +18,7 @@ the older events back from SQL, where every event ends up, in the same order.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ async def watch(agent_id: uuid.UUID | str, *, after: int | None = None) -> Async
                 state = await asyncio.to_thread(_state, key)
                 if state is None:
                     raise KeyError(str(key))
+                hub.remember_task(key, state.task or "")
                 yield state
                 if state.terminal:
                     return
@@ -85,19 +87,22 @@ async def watch(agent_id: uuid.UUID | str, *, after: int | None = None) -> Async
             else:
                 # From the event at `last` on: when that is the run's end, nothing follows.
                 caught_up = await _since(hub, key, last - 1, subscription)
+                for event in caught_up:
+                    if event.task:
+                        hub.remember_task(key, event.task)
                 if any(e.seq == last and e.terminal for e in caught_up):
                     return
                 if not caught_up and await ended(key, last):
                     return
             for event in caught_up:
                 if event.seq is not None and event.seq > last:
-                    yield event
+                    yield _named(event, hub.task_name(event))
                     last = event.seq
                     if event.terminal:
                         return
             while (live := await subscription.queue.get()) is not OVERFLOW:
                 if live.seq is not None and live.seq > last:
-                    yield live
+                    yield _named(live, hub.task_name(live))
                     last = live.seq
                     if live.terminal:
                         return
@@ -150,11 +155,11 @@ async def watch_all(
                 caught_up = [e for e in events if filters.match(e, hub)]
             for event in caught_up:
                 if event.seq is not None and event.seq > last:
-                    yield event
+                    yield _named(event, hub.task_name(event))
                     last = event.seq
             while (live := await subscription.queue.get()) is not OVERFLOW:
                 if live.seq is not None and live.seq > last:
-                    yield live
+                    yield _named(live, hub.task_name(live))
                     last = live.seq
         finally:
             hub.unsubscribe(subscription)
@@ -175,6 +180,13 @@ async def ended(agent_id: uuid.UUID | str, after: int) -> bool:
     # SQL may not show the end yet: the log does.
     at = await get_hub().read_range(after - 1, after)
     return any(e.agent_id == key and e.terminal for e in at)
+
+
+def _named(event: Event, task: str | None) -> Event:
+    """`event` with its run's task name, when it came without one."""
+    if event.task is not None or not task:
+        return event
+    return dataclasses.replace(event, task=task)
 
 
 @dataclass(frozen=True)

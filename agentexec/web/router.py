@@ -10,8 +10,6 @@ app.include_router(agentexec.web.create_router(auth=verify_token), prefix="/agen
 ```
 """
 
-from __future__ import annotations
-
 import asyncio
 import uuid
 from collections.abc import Callable
