@@ -193,6 +193,7 @@ async def test_watch_all_filters_by_status_and_task(agentexec_env: dict[str, str
         await watch.aclose()  # type: ignore[attr-defined]
 
 
+@pytest.mark.timeout(300)
 async def test_a_thousand_watchers_share_one_reader(agentexec_env: dict[str, str]) -> None:
     agents = [uuid.uuid4() for _ in range(WATCHERS)]
     queued = record_events(
