@@ -1,0 +1,257 @@
+"""Live watch latency: from an agent's `report_status` to the event reaching a subscriber.
+
+One worker process holds N agents in flight (N = 1, 100, 1000). Each agent waits until every
+watcher is subscribed, then reports R times, `--interval` seconds apart, starting at a random
+offset so reports spread evenly. A report's event carries the time it was made (`Event.at`,
+stamped in `report`, which `report_status` calls); a subscriber's delay is its arrival time
+minus that. Two subscribers, each one per agent:
+
+- `ax.watch(agent_id)` in this process (one shared reader of the event log);
+- the SSE endpoint `GET /agentexec/agents/{agent_id}/events` of the web router, served by
+  uvicorn in its own process, read by an httpx client in this process.
+
+Both watch the same runs at the same time. The worker, the API, this process, Redis and
+PostgreSQL share the machine.
+
+    BENCH_REDIS_URL=redis://127.0.0.1:6379/12 uv run python -m bench.watch [--agents 1,100,1000]
+
+Prints one JSON line per size with p50/p99 (ms) of each path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from bench.common import REPO_ROOT, base_env, emit, percentile, reset_activity_tables, unique
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+POSTGRES_URL = os.environ.get(
+    "BENCH_WATCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_watch"
+)
+TASK = "watch_bench_agent"
+
+
+# ----------------------------------------------------------------- the worker's agent task
+
+
+class Pace(BaseModel):
+    """When the bench agent starts reporting, and how often."""
+
+    start_at: float
+    offset: float
+    interval: float
+    reports: int
+
+
+async def watch_bench_agent(agent_id: uuid.UUID, context: Pace) -> dict[str, int]:
+    """Waits for the common start, then reports at a steady pace."""
+    import agentexec as ax
+
+    await asyncio.sleep(max(0.0, context.start_at - time.time()) + context.offset)
+    for i in range(context.reports):
+        ax.activity.update(agent_id, f"report {i + 1}", (i + 1) * 100 // context.reports)
+        await asyncio.sleep(context.interval)
+    return {"reports": context.reports}
+
+
+def _register_task() -> None:
+    import agentexec as ax
+
+    ax.WorkerPool().task(TASK)(watch_bench_agent)
+
+
+if os.environ.get("BENCH_WATCH_ROLE") in ("worker", "client"):
+    _register_task()
+
+
+def make_app() -> Any:
+    """The API process: agentexec's router, nothing else (`uvicorn --factory`)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    import agentexec as ax
+    import agentexec.web
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        await ax.close_redis()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(agentexec.web.create_router(), prefix="/agentexec")
+    return app
+
+
+# ----------------------------------------------------------------- subscribers
+
+
+async def _watch(agent_id: uuid.UUID, delays: list[float], ready: asyncio.Event) -> None:
+    import agentexec as ax
+    from agentexec.events import EventKind
+
+    async for event in ax.watch(agent_id):
+        if event.kind is EventKind.SNAPSHOT:
+            ready.set()
+        elif event.kind is EventKind.REPORT:
+            delays.append(time.time() - event.at.timestamp())
+
+
+async def _sse(
+    client: httpx.AsyncClient, url: str, delays: list[float], ready: asyncio.Event
+) -> None:
+    async with client.stream("GET", url) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            arrived = time.time()
+            data = json.loads(line[6:])
+            if data["kind"] == "snapshot":
+                ready.set()
+            elif data["kind"] == "report":
+                delays.append(arrived - datetime.fromisoformat(data["at"]).timestamp())
+            if data["status"] in ("COMPLETE", "ERROR", "CANCELED"):
+                return
+
+
+async def _measure(agents: int, reports: int, interval: float, api: str) -> dict[str, Any]:
+    import agentexec as ax
+
+    spread = interval  # first reports spread over one interval
+    lead = 8.0 + agents / 40  # time for every watcher to subscribe first
+    start_at = time.time() + lead
+    queued = [
+        await ax.enqueue(
+            TASK,
+            {
+                "start_at": start_at,
+                "offset": random.uniform(0, spread),
+                "interval": interval,
+                "reports": reports,
+            },
+        )
+        for _ in range(agents)
+    ]
+    watch_delays: list[float] = []
+    sse_delays: list[float] = []
+    readies: list[asyncio.Event] = []
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        tasks = []
+        for q in queued:
+            a, b = asyncio.Event(), asyncio.Event()
+            readies += [a, b]
+            tasks.append(asyncio.create_task(_watch(q.agent_id, watch_delays, a)))
+            url = f"{api}/agentexec/agents/{q.agent_id}/events"
+            tasks.append(asyncio.create_task(_sse(client, url, sse_delays, b)))
+        subscribed_by = time.time()
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), lead + 60)
+        subscribed_in = time.time() - subscribed_by
+        late = time.time() > start_at
+        await asyncio.wait_for(asyncio.gather(*tasks), reports * interval + lead + 120)
+    await ax.close_redis()
+
+    def stats(delays: list[float]) -> dict[str, Any]:
+        ms = [d * 1000 for d in delays]
+        return {
+            "events": len(ms),
+            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+            "max_ms": round(max(ms), 1) if ms else None,
+        }
+
+    return {
+        "agents": agents,
+        "reports_per_agent": reports,
+        "interval_s": interval,
+        "subscribed_in_s": round(subscribed_in, 2),
+        "subscribed_late": late,
+        "expected_events": agents * reports,
+        "watch": stats(watch_delays),
+        "sse": stats(sse_delays),
+    }
+
+
+# ----------------------------------------------------------------- driver
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
+    parser.add_argument("--reports", type=int, default=10, help="reports per agent")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.agents.split(",") if s.strip()]
+
+    from agentexec.processes import WorkerProcess, celery_worker_argv, wait_for
+
+    env = base_env(
+        REDIS_URL=REDIS_URL,
+        DATABASE_URL=POSTGRES_URL,
+        AGENTEXEC_QUEUE_PREFIX=unique("bench-watch"),
+        AGENTEXEC_NUM_WORKERS=str(max(sizes) + 10),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    os.environ.update(env)
+    from agentexec.config import get_settings
+
+    get_settings.cache_clear()  # read again, with this environment
+    reset_activity_tables(POSTGRES_URL)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    api_argv = [sys.executable, "-m", "uvicorn", "--factory", "bench.watch:make_app",
+                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{api_url}/openapi.json", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    os.environ["BENCH_WATCH_ROLE"] = "client"
+    _register_task()
+    worker = WorkerProcess(
+        celery_worker_argv("-I", "bench.watch", name="bench-watch"),
+        {**env, "BENCH_WATCH_ROLE": "worker"},
+        REPO_ROOT,
+        log_dir / "worker.log",
+    )
+    api = WorkerProcess(api_argv, env, REPO_ROOT, log_dir / "api.log")
+    try:
+        worker.start(120)
+        api.start(120, answers)
+        wait_for(answers, 30, "the API")
+        for agents in sizes:
+            result = asyncio.run(_measure(agents, args.reports, args.interval, api_url))
+            emit({"bench": "watch", **result})
+    finally:
+        api.stop(20)
+        worker.stop(30)
+
+
+if __name__ == "__main__":
+    main()
