@@ -27,6 +27,7 @@ from agentexec.eventlog import EventAppender, EventLog
 from agentexec.events import PROJECTOR_GROUP, Event, seq_of
 from agentexec.grouping import GroupCommit
 from agentexec.loop import EventLoopThread
+from agentexec.progress import ProgressEvents
 from agentexec.projector import Projector
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class Runtime:
         self._written_order: collections.deque[int] = collections.deque()
         #: The projector of this process, once started.
         self.projector: Projector | None = None
+        #: Sends status reports to Flower as task events, in a worker that sends events.
+        self.progress: ProgressEvents | None = None
 
     # The activity database
 
@@ -222,6 +225,9 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
         self.stop_projector(timeout)
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
         self._queued.close()
         self._ends.close()
         self.appender.stop(timeout)
