@@ -91,6 +91,7 @@ class EventHub:
         self._starting = asyncio.Lock()
         self._task_names: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._projected: tuple[float, int | None] | None = None
+        self._reading_projected: asyncio.Future[int | None] | None = None
 
     @property
     def watchers(self) -> int:
@@ -150,9 +151,16 @@ class EventHub:
         now = time.monotonic()
         if self._projected is not None and now - self._projected[0] < _PROJECTED_TTL:
             return self._projected[1]
-        value = await self._read_projected()
-        self._projected = (now, value)
-        return value
+        if self._reading_projected is None:
+            # One read for a crowd of watchers starting at once.
+            self._reading_projected = asyncio.ensure_future(self._read_projected())
+            self._reading_projected.add_done_callback(self._projected_read)
+        return await asyncio.shield(self._reading_projected)
+
+    def _projected_read(self, reading: asyncio.Future[int | None]) -> None:
+        self._reading_projected = None
+        if not reading.cancelled() and reading.exception() is None:
+            self._projected = (time.monotonic(), reading.result())
 
     async def _read_projected(self) -> int | None:
         try:

@@ -133,21 +133,20 @@ async def _sse(
 async def _measure(agents: int, reports: int, interval: float, api: str) -> dict[str, Any]:
     import agentexec as ax
 
-    spread = interval  # first reports spread over one interval
-    lead = 8.0 + agents / 40  # time for every watcher to subscribe first
+    # Every watcher subscribes before the first report: enqueueing and subscribing take time
+    # on a busy machine, so the agents start reporting at a common time well ahead.
+    lead = 10.0 + agents / 20
     start_at = time.time() + lead
-    queued = [
-        await ax.enqueue(
-            TASK,
-            {
-                "start_at": start_at,
-                "offset": random.uniform(0, spread),
-                "interval": interval,
-                "reports": reports,
-            },
-        )
+    contexts = [
+        {
+            "start_at": start_at,
+            "offset": random.uniform(0, interval),  # first reports spread over one interval
+            "interval": interval,
+            "reports": reports,
+        }
         for _ in range(agents)
     ]
+    queued = await asyncio.gather(*(ax.enqueue(TASK, c) for c in contexts))
     watch_delays: list[float] = []
     sse_delays: list[float] = []
     readies: list[asyncio.Event] = []
