@@ -78,7 +78,9 @@ class EventHub:
         self.key = key
         #: For reads other than the follow: catch-up ranges, the projection's position.
         self.client = Redis.from_pool(
-            BlockingConnectionPool.from_url(url, max_connections=20, timeout=30)
+            BlockingConnectionPool.from_url(
+                url, max_connections=20, timeout=30, socket_connect_timeout=30
+            )
         )
         # The follow blocks its connection: it gets one of its own.
         self._follower = Redis.from_url(

@@ -153,7 +153,9 @@ async def _measure(agents: int, reports: int, interval: float, api: str) -> dict
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=None, limits=limits) as client:
         tasks = []
-        for q in queued:
+        for i, q in enumerate(queued):
+            if i and i % 100 == 0:
+                await asyncio.sleep(0.2)  # clients arrive in waves, not all in one instant
             a, b = asyncio.Event(), asyncio.Event()
             readies += [a, b]
             tasks.append(asyncio.create_task(_watch(q.agent_id, watch_delays, a)))
