@@ -4,18 +4,18 @@ One worker process holds N agents in flight (N = 1, 100, 1000). Each agent waits
 watcher is subscribed, then reports R times, `--interval` seconds apart, starting at a random
 offset so reports spread evenly. A report's event carries the time it was made (`Event.at`,
 stamped in `report`, which `report_status` calls); a subscriber's delay is its arrival time
-minus that. Two subscribers, each one per agent:
+minus that. Two kinds of subscriber, one per agent, measured one after the other (each on a
+batch of runs of its own):
 
 - `ax.watch(agent_id)` in this process (one shared reader of the event log);
 - the SSE endpoint `GET /agentexec/agents/{agent_id}/events` of the web router, served by
   uvicorn in its own process, read by an httpx client in this process.
 
-Both watch the same runs at the same time. The worker, the API, this process, Redis and
-PostgreSQL share the machine.
+The worker, the API, this process, Redis and PostgreSQL share the machine.
 
     BENCH_REDIS_URL=redis://127.0.0.1:6379/12 uv run python -m bench.watch [--agents 1,100,1000]
 
-Prints one JSON line per size with p50/p99 (ms) of each path.
+Prints one JSON line per size and path with p50/p99 (ms).
 """
 
 from __future__ import annotations
@@ -130,10 +130,13 @@ async def _sse(
                 return
 
 
-async def _measure(agents: int, reports: int, interval: float, api: str) -> dict[str, Any]:
+async def _measure(
+    agents: int, reports: int, interval: float, api: str, path: str
+) -> dict[str, Any]:
+    """One batch of `agents` runs, each followed by one subscriber on `path`."""
     import agentexec as ax
 
-    # Every watcher subscribes before the first report: enqueueing and subscribing take time
+    # Every subscriber is in before the first report: enqueueing and subscribing take time
     # on a busy machine, so the agents start reporting at a common time well ahead.
     lead = 10.0 + agents / 20
     start_at = time.time() + lead
@@ -147,23 +150,24 @@ async def _measure(agents: int, reports: int, interval: float, api: str) -> dict
         for _ in range(agents)
     ]
     queued = await asyncio.gather(*(ax.enqueue(TASK, c) for c in contexts))
-    watch_delays: list[float] = []
-    sse_delays: list[float] = []
+    delays: list[float] = []
     readies: list[asyncio.Event] = []
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=None, limits=limits) as client:
         tasks = []
+        subscribing = time.time()
         for i, q in enumerate(queued):
             if i and i % 100 == 0:
                 await asyncio.sleep(0.2)  # clients arrive in waves, not all in one instant
-            a, b = asyncio.Event(), asyncio.Event()
-            readies += [a, b]
-            tasks.append(asyncio.create_task(_watch(q.agent_id, watch_delays, a)))
-            url = f"{api}/agentexec/agents/{q.agent_id}/events"
-            tasks.append(asyncio.create_task(_sse(client, url, sse_delays, b)))
-        subscribed_by = time.time()
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), lead + 60)
-        subscribed_in = time.time() - subscribed_by
+            ready = asyncio.Event()
+            readies.append(ready)
+            if path == "watch":
+                tasks.append(asyncio.create_task(_watch(q.agent_id, delays, ready)))
+            else:
+                url = f"{api}/agentexec/agents/{q.agent_id}/events"
+                tasks.append(asyncio.create_task(_sse(client, url, delays, ready)))
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), lead + 120)
+        subscribed_in = time.time() - subscribing
         late = time.time() > start_at
         await asyncio.wait_for(asyncio.gather(*tasks), reports * interval + lead + 120)
     await ax.close_redis()
@@ -178,14 +182,14 @@ async def _measure(agents: int, reports: int, interval: float, api: str) -> dict
         }
 
     return {
+        "path": path,
         "agents": agents,
         "reports_per_agent": reports,
         "interval_s": interval,
         "subscribed_in_s": round(subscribed_in, 2),
         "subscribed_late": late,
         "expected_events": agents * reports,
-        "watch": stats(watch_delays),
-        "sse": stats(sse_delays),
+        **stats(delays),
     }
 
 
@@ -204,6 +208,7 @@ def main() -> None:
     parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
     parser.add_argument("--reports", type=int, default=10, help="reports per agent")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    parser.add_argument("--paths", default="watch,sse", help="subscribers: watch, sse, or both")
     args = parser.parse_args()
     sizes = [int(s) for s in args.agents.split(",") if s.strip()]
 
@@ -247,8 +252,9 @@ def main() -> None:
         api.start(120, answers)
         wait_for(answers, 30, "the API")
         for agents in sizes:
-            result = asyncio.run(_measure(agents, args.reports, args.interval, api_url))
-            emit({"bench": "watch", **result})
+            for path in args.paths.split(","):
+                result = asyncio.run(_measure(agents, args.reports, args.interval, api_url, path))
+                emit({"bench": "watch", **result})
     finally:
         api.stop(20)
         worker.stop(30)
