@@ -44,6 +44,8 @@ POSTGRES_URL = os.environ.get(
     "BENCH_WATCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_watch"
 )
 TASK = "watch_bench_agent"
+#: When an event arrived, when it was reported, its position in the log.
+Arrival = tuple[float, float, int]
 
 
 # ----------------------------------------------------------------- the worker's agent task
@@ -101,7 +103,7 @@ def make_app() -> Any:
 # ----------------------------------------------------------------- subscribers
 
 
-async def _watch(agent_id: uuid.UUID, delays: list[float], ready: asyncio.Event) -> None:
+async def _watch(agent_id: uuid.UUID, delays: list[Arrival], ready: asyncio.Event) -> None:
     import agentexec as ax
     from agentexec.events import EventKind
 
@@ -109,11 +111,11 @@ async def _watch(agent_id: uuid.UUID, delays: list[float], ready: asyncio.Event)
         if event.kind is EventKind.SNAPSHOT:
             ready.set()
         elif event.kind is EventKind.REPORT:
-            delays.append(time.time() - event.at.timestamp())
+            delays.append((time.time(), event.at.timestamp(), event.seq or 0))
 
 
 async def _sse(
-    client: httpx.AsyncClient, url: str, delays: list[float], ready: asyncio.Event
+    client: httpx.AsyncClient, url: str, delays: list[Arrival], ready: asyncio.Event
 ) -> None:
     async with client.stream("GET", url) as response:
         response.raise_for_status()
@@ -125,7 +127,8 @@ async def _sse(
             if data["kind"] == "snapshot":
                 ready.set()
             elif data["kind"] == "report":
-                delays.append(arrived - datetime.fromisoformat(data["at"]).timestamp())
+                at = datetime.fromisoformat(data["at"]).timestamp()
+                delays.append((arrived, at, data["seq"]))
             if data["status"] in ("COMPLETE", "ERROR", "CANCELED"):
                 return
 
@@ -150,7 +153,7 @@ async def _measure(
         for _ in range(agents)
     ]
     queued = await asyncio.gather(*(ax.enqueue(TASK, c) for c in contexts))
-    delays: list[float] = []
+    delays: list[Arrival] = []
     readies: list[asyncio.Event] = []
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=None, limits=limits) as client:
@@ -172,15 +175,19 @@ async def _measure(
         await asyncio.wait_for(asyncio.gather(*tasks), reports * interval + lead + 120)
     await ax.close_redis()
 
-    def stats(delays: list[float]) -> dict[str, Any]:
-        ms = [d * 1000 for d in delays]
+    def stats(values: list[float]) -> dict[str, Any]:
+        ms = [v * 1000 for v in values]
         return {
-            "events": len(ms),
             "p50_ms": round(percentile(ms, 50), 1) if ms else None,
             "p99_ms": round(percentile(ms, 99), 1) if ms else None,
             "max_ms": round(max(ms), 1) if ms else None,
         }
 
+    # The log's entry id holds the millisecond Redis appended the event: it splits the delay
+    # into the worker's part (report to append) and the delivery (append to subscriber).
+    total = [arrived - at for arrived, at, _ in delays]
+    appended = [(seq >> 20) / 1000 - at for _, at, seq in delays]
+    delivered = [arrived - (seq >> 20) / 1000 for arrived, _, seq in delays]
     return {
         "path": path,
         "agents": agents,
@@ -189,7 +196,10 @@ async def _measure(
         "subscribed_in_s": round(subscribed_in, 2),
         "subscribed_late": late,
         "expected_events": agents * reports,
-        **stats(delays),
+        "events": len(delays),
+        **stats(total),
+        "report_to_append": stats(appended),
+        "append_to_subscriber": stats(delivered),
     }
 
 
