@@ -27,6 +27,7 @@ from agentexec.pool import WorkerPool
 from agentexec.queues import Priority
 from agentexec.results import close_redis, get_result
 from agentexec.tasks import AgentResult, AgentTask, enqueue
+from agentexec.watch import watch, watch_all
 
 if TYPE_CHECKING:
     from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
@@ -55,6 +56,8 @@ __all__ = [
     "Base",
     "Status",
     "activity",
+    "watch",
+    "watch_all",
     # Settings
     "Settings",
     "get_settings",

@@ -12,6 +12,7 @@ before Celery stores the result, so a client that holds the result reads the who
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -111,6 +112,8 @@ class EventAppender:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._journals: dict[uuid.UUID, Journal] = {}
+        #: The task of each run with a journal, stamped on its events that lack one.
+        self._tasks: dict[uuid.UUID, str] = {}
         self._last_seq = 0
 
     @property
@@ -121,12 +124,12 @@ class EventAppender:
     def submit(self, event: Event) -> None:
         """Queue `event`; it is appended soon, after every event submitted before it."""
         self._start()
-        self._queue.put(_Item(event, None))
+        self._queue.put(_Item(self._stamped(event), None))
 
     def submit_and_wait(self, event: Event, timeout: float) -> Event | None:
         """Queue `event` and wait until it is appended; None if that took over `timeout`."""
         self._start()
-        item = _Item(event, threading.Event())
+        item = _Item(self._stamped(event), threading.Event())
         self._queue.put(item)
         assert item.done is not None
         return item.appended if item.done.wait(timeout) else None
@@ -140,11 +143,19 @@ class EventAppender:
         assert item.done is not None
         return item.done.wait(timeout)
 
-    def start_journal(self, agent_id: uuid.UUID) -> Journal:
-        """Keep the events of `agent_id` appended from now on; returns the journal."""
+    def start_journal(self, agent_id: uuid.UUID, task: str | None = None) -> Journal:
+        """Keep the events of `agent_id` appended from now on; returns the journal.
+
+        Args:
+            agent_id: the run.
+            task: its task name, given to its events that do not name one (status reports),
+                so that watchers can filter them by task.
+        """
         journal: Journal = deque(maxlen=_JOURNAL_LIMIT)
         with self._lock:
             self._journals[agent_id] = journal
+            if task is not None:
+                self._tasks[agent_id] = task
         return journal
 
     def end_journal(self, agent_id: uuid.UUID, journal: Journal | None = None) -> list[Event]:
@@ -159,8 +170,13 @@ class EventAppender:
             current = self._journals.get(agent_id)
             if journal is None or current is journal:
                 self._journals.pop(agent_id, None)
+                self._tasks.pop(agent_id, None)
                 journal = current
         return list(journal or ())
+
+    def _stamped(self, event: Event) -> Event:
+        task = self._tasks.get(event.agent_id) if event.task is None else None
+        return event if task is None else dataclasses.replace(event, task=task)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Append what is queued (while Redis answers), then end the thread."""

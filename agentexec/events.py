@@ -41,6 +41,8 @@ class EventKind(StrEnum):
     ERROR = "error"
     #: It was revoked or canceled.
     CANCELED = "canceled"
+    #: Not in the log: the run's state when a watcher started watching (`ax.watch`).
+    SNAPSHOT = "snapshot"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +118,11 @@ def seq_of(entry_id: bytes | str) -> int:
     """A stream entry id (`<ms>-<n>`) as one integer that sorts the same way."""
     ms, _, n = _text(entry_id).partition("-")
     return (int(ms) << _SEQ_BITS) | min(int(n or 0), _SEQ_MASK)
+
+
+def entry_id(seq: int) -> str:
+    """The stream entry id of position `seq` (the inverse of `seq_of`)."""
+    return f"{seq >> _SEQ_BITS}-{seq & _SEQ_MASK}"
 
 
 def clock_seq() -> int:

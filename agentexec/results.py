@@ -26,6 +26,7 @@ from agentexec.exceptions import (
     TaskFailedError,
     UnknownAgentError,
 )
+from agentexec.hub import close_hubs
 from agentexec.ids import parse_agent_id
 from agentexec.listener import ResultListener
 from agentexec.runtime import get_runtime
@@ -114,6 +115,7 @@ async def close_redis() -> None:
     listener = _listeners.pop(asyncio.get_running_loop(), None)
     if listener is not None:
         await listener.close()
+    await close_hubs()
     await asyncio.to_thread(_close_sync, app)
 
 

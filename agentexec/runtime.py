@@ -27,6 +27,7 @@ from agentexec.eventlog import EventAppender, EventLog
 from agentexec.events import PROJECTOR_GROUP, Event, seq_of
 from agentexec.grouping import GroupCommit
 from agentexec.loop import EventLoopThread
+from agentexec.progress import ProgressEvents
 from agentexec.projector import Projector
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class Runtime:
         self.projector: Projector | None = None
         #: Agents cancelled by the shutdown timeout: their messages go back on the queue.
         self.requeue_at_shutdown: set[str] = set()
+        #: Sends status reports to Flower as task events, in a worker that sends events.
+        self.progress: ProgressEvents | None = None
 
     # The activity database
 
@@ -224,6 +227,9 @@ class Runtime:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
         self.stop_projector(timeout)
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
         self._queued.close()
         self._ends.close()
         self.appender.stop(timeout)

@@ -73,3 +73,37 @@ async def test_flower_lists_agent_tasks(
     task = _task(flower, queued.agent_id)
     assert "seen-in-flower" in task["result"]
     assert task["worker"].startswith("test-")
+
+
+async def test_flower_shows_agent_progress(
+    flower: str, agentexec_worker: StartWorker, sqlite_only: None
+) -> None:
+    """Each status report reaches Flower as a `task-progress` event: state PROGRESS, and the
+    latest percentage and message as the task's result, while the agent runs."""
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
+    # Flower's event receiver may start after the first events: a long run reports often.
+    queued = await ax.enqueue("paced_agent", {"seconds": 40, "reports": 40})
+
+    def progress() -> dict[str, Any] | None:
+        task = httpx.get(f"{flower}/api/task/info/{queued.agent_id}", timeout=5)
+        if task.status_code != 200:
+            return None
+        info: dict[str, Any] = task.json()
+        return info if info.get("state") == "PROGRESS" else None
+
+    first = wait_for(progress, 60, "a task-progress event in Flower")
+
+    def newer() -> dict[str, Any] | None:
+        info = progress()
+        if info and info["result"]["percentage"] > first["result"]["percentage"]:
+            return info
+        return None
+
+    later = wait_for(newer, 30, "a newer report in Flower")
+    for info in (first, later):
+        result = info["result"]
+        step = int(result["message"].removeprefix("step "))
+        assert result == {"percentage": round(100 * step / 40), "message": f"step {step}"}
+        assert info["name"] == "paced_agent"
+        assert info["worker"].startswith("test-")
+    await ax.cancel(queued.agent_id)

@@ -103,3 +103,16 @@ def test_shipped_code_does_not_import_the_testing_package() -> None:
         and any(t.startswith("agentexec.testing") for t in targets)
     }
     assert offenders == set()
+
+
+def test_importing_agentexec_loads_no_web_framework() -> None:
+    """The web router is an extra: `import agentexec` must not need (or load) FastAPI."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentexec; "
+        "loaded = {'fastapi', 'agentexec.web', 'starlette'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

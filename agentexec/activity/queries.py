@@ -31,21 +31,40 @@ def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None
     return ActivityDetail.model_validate(activity) if activity is not None else None
 
 
-def list(session: Session, page: int = 1, page_size: int = 20) -> ActivityPage:
+def list(
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    status: Status | str | None = None,
+    agent_type: str | None = None,
+) -> ActivityPage:
     """One page of runs, newest first.
 
+    Args:
+        session: a session on the activity database.
+        page: which page, from 1.
+        page_size: runs per page, up to `AGENTEXEC_MAX_PAGE_SIZE` (500).
+        status: only runs with this status.
+        agent_type: only runs of this task name.
+
     Raises:
-        InvalidRequestError: `page` is below 1, or `page_size` is below 1 or above
-            `AGENTEXEC_MAX_PAGE_SIZE` (500).
+        InvalidRequestError: `page` or `page_size` is out of range.
     """
     limit = get_settings().max_page_size
     if page < 1:
         raise InvalidRequestError(f"page must be 1 or more, got {page}")
     if not 1 <= page_size <= limit:
         raise InvalidRequestError(f"page_size must be between 1 and {limit}, got {page_size}")
-    total = session.scalar(select(func.count()).select_from(Activity)) or 0
+    where = []
+    if status is not None:
+        where.append(Activity.status == Status(status))
+    if agent_type is not None:
+        where.append(Activity.agent_type == agent_type)
+    total = session.scalar(select(func.count()).select_from(Activity).where(*where)) or 0
     rows = session.scalars(
         select(Activity)
+        .where(*where)
         .order_by(Activity.created_at.desc(), Activity.agent_id.desc())
         .limit(page_size)
         .offset((page - 1) * page_size)

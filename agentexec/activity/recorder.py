@@ -34,6 +34,7 @@ from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec import delivery, revoked
+from agentexec.activity.signals import status_reported
 from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
 from agentexec.db.models import Status
@@ -41,6 +42,7 @@ from agentexec.eventlog import Journal
 from agentexec.events import Event, EventKind, clock_seq
 from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError
 from agentexec.ids import parse_agent_id
+from agentexec.progress import ProgressEvents
 from agentexec.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class ActivityRecorder:
             (signals.worker_shutting_down, self.on_worker_shutting_down),
             (signals.worker_shutdown, self.on_worker_shutdown),
             (signals.worker_process_shutdown, self.on_worker_process_shutdown),
+            (status_reported, self.on_status_reported),
         ):
             signal.connect(handler, weak=False)
         return self
@@ -170,7 +173,7 @@ class ActivityRecorder:
         else:
             message = "Task started"
         appender = get_runtime().appender
-        request.agentexec_journal = appender.start_journal(agent_id)
+        request.agentexec_journal = appender.start_journal(agent_id, sender.name)
         appender.submit(
             Event(
                 agent_id,
@@ -303,6 +306,21 @@ class ActivityRecorder:
         """SIGTERM: in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT`, then are requeued."""
         if how == "Warm" and self._supervisor is not None:
             delivery.ShutdownTimer(get_settings().shutdown_timeout).start()
+
+    def on_status_reported(
+        self,
+        agent_id: Any = None,
+        message: str = "",
+        percentage: int | None = None,
+        **_: Any,
+    ) -> None:
+        """In a worker that sends task events: show the report in Flower (`task-progress`)."""
+        runtime = get_runtime()
+        if runtime.worker is None or not self.app.conf.worker_send_task_events:
+            return
+        if runtime.progress is None:
+            runtime.progress = ProgressEvents(self.app, runtime.worker)
+        runtime.progress.report(agent_id, message, percentage)
 
     def on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
         if self._is_mine(sender):

@@ -33,6 +33,8 @@ class ActivityDetail(BaseModel):
     created_at: datetime
     updated_at: datetime
     logs: list[ActivityLogView]
+    #: Position in the event log of the newest event the run shows (`ax.watch(after=...)`).
+    last_seq: int | None = None
 
 
 class ActivityListItem(BaseModel):
@@ -47,6 +49,8 @@ class ActivityListItem(BaseModel):
     latest_log: str | None
     created_at: datetime
     updated_at: datetime
+    #: Position in the event log of the newest event the run shows.
+    last_seq: int | None = None
 
 
 class ActivityPage(BaseModel):

@@ -47,3 +47,38 @@ async def global_exception_handler(request: Request, exc: Exception):
 from . import errors
 
 errors.install(app)
+
+# The guide's advanced patterns (advanced.py): custom exception handlers, rate limiting.
+from slowapi import _rate_limit_exceeded_handler
+from slowapi.errors import RateLimitExceeded
+
+from .advanced import router as advanced_router
+from .exceptions import TaskNotFoundError, TaskTimeoutError
+from .limits import limiter
+
+app.state.limiter = limiter
+app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)
+
+@app.exception_handler(TaskNotFoundError)
+async def task_not_found_handler(request: Request, exc: TaskNotFoundError):
+    return JSONResponse(
+        status_code=404,
+        content={"error": "Task not found", "agent_id": exc.agent_id}
+    )
+
+@app.exception_handler(TaskTimeoutError)
+async def task_timeout_handler(request: Request, exc: TaskTimeoutError):
+    return JSONResponse(
+        status_code=408,
+        content={"error": "Task timed out", "agent_id": exc.agent_id, "timeout": exc.timeout}
+    )
+
+app.include_router(advanced_router, prefix="/api/secure")
+
+# agentexec's own router: REST API, live event streams and the dashboard at
+# /agentexec/agents/dashboard. Enqueue and cancel need the bearer token; reads are open.
+import agentexec.web
+
+from .security import verify_token
+
+app.include_router(agentexec.web.create_router(auth=verify_token), prefix="/agentexec")

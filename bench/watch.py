@@ -1,0 +1,274 @@
+"""Live watch latency: from an agent's `report_status` to the event reaching a subscriber.
+
+One worker process holds N agents in flight (N = 1, 100, 1000). Each agent waits until every
+watcher is subscribed, then reports R times, `--interval` seconds apart, starting at a random
+offset so reports spread evenly. A report's event carries the time it was made (`Event.at`,
+stamped in `report`, which `report_status` calls); a subscriber's delay is its arrival time
+minus that. Two kinds of subscriber, one per agent, measured one after the other (each on a
+batch of runs of its own):
+
+- `ax.watch(agent_id)` in this process (one shared reader of the event log);
+- the SSE endpoint `GET /agentexec/agents/{agent_id}/events` of the web router, served by
+  uvicorn in its own process, read by an httpx client in this process.
+
+The worker, the API, this process, Redis and PostgreSQL share the machine.
+
+    BENCH_REDIS_URL=redis://127.0.0.1:6379/12 uv run python -m bench.watch [--agents 1,100,1000]
+
+Prints one JSON line per size and path with p50/p99 (ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from bench.common import REPO_ROOT, base_env, emit, percentile, reset_activity_tables, unique
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+POSTGRES_URL = os.environ.get(
+    "BENCH_WATCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_watch"
+)
+TASK = "watch_bench_agent"
+#: When an event arrived, when it was reported, its position in the log.
+Arrival = tuple[float, float, int]
+
+
+# ----------------------------------------------------------------- the worker's agent task
+
+
+class Pace(BaseModel):
+    """When the bench agent starts reporting, and how often."""
+
+    start_at: float
+    offset: float
+    interval: float
+    reports: int
+
+
+async def watch_bench_agent(agent_id: uuid.UUID, context: Pace) -> dict[str, int]:
+    """Waits for the common start, then reports at a steady pace."""
+    import agentexec as ax
+
+    await asyncio.sleep(max(0.0, context.start_at - time.time()) + context.offset)
+    for i in range(context.reports):
+        ax.activity.update(agent_id, f"report {i + 1}", (i + 1) * 100 // context.reports)
+        await asyncio.sleep(context.interval)
+    return {"reports": context.reports}
+
+
+def _register_task() -> None:
+    import agentexec as ax
+
+    ax.WorkerPool().task(TASK)(watch_bench_agent)
+
+
+if os.environ.get("BENCH_WATCH_ROLE") in ("worker", "client"):
+    _register_task()
+
+
+def make_app() -> Any:
+    """The API process: agentexec's router, nothing else (`uvicorn --factory`)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    import agentexec as ax
+    import agentexec.web
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        yield
+        await ax.close_redis()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(agentexec.web.create_router(), prefix="/agentexec")
+    return app
+
+
+# ----------------------------------------------------------------- subscribers
+
+
+async def _watch(agent_id: uuid.UUID, delays: list[Arrival], ready: asyncio.Event) -> None:
+    import agentexec as ax
+    from agentexec.events import EventKind
+
+    async for event in ax.watch(agent_id):
+        if event.kind is EventKind.SNAPSHOT:
+            ready.set()
+        elif event.kind is EventKind.REPORT:
+            delays.append((time.time(), event.at.timestamp(), event.seq or 0))
+
+
+async def _sse(
+    client: httpx.AsyncClient, url: str, delays: list[Arrival], ready: asyncio.Event
+) -> None:
+    async with client.stream("GET", url) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            arrived = time.time()
+            data = json.loads(line[6:])
+            if data["kind"] == "snapshot":
+                ready.set()
+            elif data["kind"] == "report":
+                at = datetime.fromisoformat(data["at"]).timestamp()
+                delays.append((arrived, at, data["seq"]))
+            if data["status"] in ("COMPLETE", "ERROR", "CANCELED"):
+                return
+
+
+async def _measure(
+    agents: int, reports: int, interval: float, api: str, path: str
+) -> dict[str, Any]:
+    """One batch of `agents` runs, each followed by one subscriber on `path`."""
+    import agentexec as ax
+
+    # Every subscriber is in before the first report: enqueueing and subscribing take time
+    # on a busy machine, so the agents start reporting at a common time well ahead.
+    lead = 10.0 + agents / 20
+    start_at = time.time() + lead
+    contexts = [
+        {
+            "start_at": start_at,
+            "offset": random.uniform(0, interval),  # first reports spread over one interval
+            "interval": interval,
+            "reports": reports,
+        }
+        for _ in range(agents)
+    ]
+    queued = await asyncio.gather(*(ax.enqueue(TASK, c) for c in contexts))
+    delays: list[Arrival] = []
+    readies: list[asyncio.Event] = []
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=None, limits=limits) as client:
+        tasks = []
+        subscribing = time.time()
+        for i, q in enumerate(queued):
+            if i and i % 100 == 0:
+                await asyncio.sleep(0.2)  # clients arrive in waves, not all in one instant
+            ready = asyncio.Event()
+            readies.append(ready)
+            if path == "watch":
+                tasks.append(asyncio.create_task(_watch(q.agent_id, delays, ready)))
+            else:
+                url = f"{api}/agentexec/agents/{q.agent_id}/events"
+                tasks.append(asyncio.create_task(_sse(client, url, delays, ready)))
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), lead + 120)
+        subscribed_in = time.time() - subscribing
+        late = time.time() > start_at
+        await asyncio.wait_for(asyncio.gather(*tasks), reports * interval + lead + 120)
+    await ax.close_redis()
+
+    def stats(values: list[float]) -> dict[str, Any]:
+        ms = [v * 1000 for v in values]
+        return {
+            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+            "max_ms": round(max(ms), 1) if ms else None,
+        }
+
+    # The log's entry id holds the millisecond Redis appended the event: it splits the delay
+    # into the worker's part (report to append) and the delivery (append to subscriber).
+    total = [arrived - at for arrived, at, _ in delays]
+    appended = [(seq >> 20) / 1000 - at for _, at, seq in delays]
+    delivered = [arrived - (seq >> 20) / 1000 for arrived, _, seq in delays]
+    return {
+        "path": path,
+        "agents": agents,
+        "reports_per_agent": reports,
+        "interval_s": interval,
+        "subscribed_in_s": round(subscribed_in, 2),
+        "subscribed_late": late,
+        "expected_events": agents * reports,
+        "events": len(delays),
+        **stats(total),
+        "report_to_append": stats(appended),
+        "append_to_subscriber": stats(delivered),
+    }
+
+
+# ----------------------------------------------------------------- driver
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
+    parser.add_argument("--reports", type=int, default=10, help="reports per agent")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
+    parser.add_argument("--paths", default="watch,sse", help="subscribers: watch, sse, or both")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.agents.split(",") if s.strip()]
+
+    from agentexec.processes import WorkerProcess, celery_worker_argv, wait_for
+
+    env = base_env(
+        REDIS_URL=REDIS_URL,
+        DATABASE_URL=POSTGRES_URL,
+        AGENTEXEC_QUEUE_PREFIX=unique("bench-watch"),
+        AGENTEXEC_NUM_WORKERS=str(max(sizes) + 10),
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    os.environ.update(env)
+    from agentexec.config import get_settings
+
+    get_settings.cache_clear()  # read again, with this environment
+    reset_activity_tables(POSTGRES_URL)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    api_argv = [sys.executable, "-m", "uvicorn", "--factory", "bench.watch:make_app",
+                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{api_url}/openapi.json", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    os.environ["BENCH_WATCH_ROLE"] = "client"
+    _register_task()
+    worker = WorkerProcess(
+        celery_worker_argv("-I", "bench.watch", name="bench-watch"),
+        {**env, "BENCH_WATCH_ROLE": "worker"},
+        REPO_ROOT,
+        log_dir / "worker.log",
+    )
+    api = WorkerProcess(api_argv, env, REPO_ROOT, log_dir / "api.log")
+    try:
+        worker.start(120)
+        api.start(120, answers)
+        wait_for(answers, 30, "the API")
+        for agents in sizes:
+            for path in args.paths.split(","):
+                result = asyncio.run(_measure(agents, args.reports, args.interval, api_url, path))
+                emit({"bench": "watch", **result})
+    finally:
+        api.stop(20)
+        worker.stop(30)
+
+
+if __name__ == "__main__":
+    main()
