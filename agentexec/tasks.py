@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
+import dataclasses
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import redis
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
+from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec.activity.recorder import ActivityRecorder, describe
+from agentexec.activity.recorder import (
+    ActivityRecorder,
+    deferred_queued_rows,
+    describe,
+    write_queued,
+)
 from agentexec.application import app as default_app
+from agentexec.broker import ERROR_HEADER
 from agentexec.config import get_settings, redact
 from agentexec.exceptions import BrokerUnavailableError, InvalidContextError, UnknownTaskError
 from agentexec.ids import parse_agent_id
@@ -172,7 +179,8 @@ async def enqueue(
     """Validate `context`, record the run as QUEUED and publish it to the `priority` queue.
 
     The publish runs on a thread, so the caller's event loop never waits on Redis or the
-    database.
+    database. Enqueues that arrive together are published together: their messages in one
+    Redis round trip, their QUEUED rows in one commit.
 
     Args:
         task_name: the name given to `@pool.task`.
@@ -190,10 +198,77 @@ async def enqueue(
     task = get_agent_task(task_name)
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
-    publish = functools.partial(
-        task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
-    )
-    return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
+    publisher = get_runtime().publisher(_publish)
+    future = publisher.submit(_Enqueue(task, model, task_id, Priority(priority), options))
+    return await asyncio.wrap_future(future)
+
+
+@dataclasses.dataclass
+class _Enqueue:
+    task: AgentTask
+    context: BaseModel
+    task_id: str | None
+    priority: Priority
+    options: dict[str, Any]
+
+
+def _publish(items: list[_Enqueue]) -> list[AgentResult | BaseException]:
+    """Publish a batch of enqueues, app by app (there is one app, as a rule)."""
+    outcomes: dict[int, AgentResult | BaseException] = {}
+    for app in dict.fromkeys(item.task.app for item in items):
+        indexes = [i for i, item in enumerate(items) if item.task.app is app]
+        batch = _publish_batch(app, [items[i] for i in indexes])
+        outcomes.update(zip(indexes, batch, strict=True))
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _publish_batch(app: Celery, items: list[_Enqueue]) -> list[AgentResult | BaseException]:
+    """Publish `items` through Celery in one kombu publish batch: one Redis pipeline with
+    every message, its QUEUED event and its `task-sent` event, flushed once; then write
+    the QUEUED rows of the messages Redis took in one commit.
+
+    Celery builds and signals every message as `apply_async` does (`before_task_publish`
+    and `after_task_publish` fire for each, the latter as it joins the batch).
+    """
+    outcomes: list[AgentResult | BaseException] = []
+    messages: list[list[dict[str, Any]]] = []  # the headers of each item's messages
+    try:
+        with app.producer_or_acquire() as producer, deferred_queued_rows() as rows:
+            # Large enough that kombu never flushes in the middle of the batch.
+            with producer.batch(max_size=4 * len(items) + 16):
+                for item in items:
+                    start = len(rows)
+                    try:
+                        outcome: AgentResult | BaseException = item.task.apply_async(
+                            (item.context,),
+                            task_id=item.task_id,
+                            priority=item.priority,
+                            producer=producer,
+                            **item.options,
+                        )
+                    except Exception as exc:
+                        outcome = exc
+                    outcomes.append(outcome)
+                    messages.append(rows[start:])
+    except (OSError, BatchPublishError, KombuOperationalError, redis.RedisError) as exc:
+        cause = exc.__cause__ if isinstance(exc, BatchPublishError) and exc.__cause__ else exc
+        error = BrokerUnavailableError(redact(str(app.conf.broker_url)), describe(cause))
+        failed: list[AgentResult | BaseException] = [
+            o if isinstance(o, BaseException) else error for o in outcomes
+        ]
+        return failed + [error] * (len(items) - len(outcomes))
+    taken: list[dict[str, Any]] = []
+    for index, headers in enumerate(messages):
+        refused = next((h[ERROR_HEADER] for h in headers if ERROR_HEADER in h), None)
+        if refused is not None and not isinstance(outcomes[index], BaseException):
+            outcomes[index] = BrokerUnavailableError(
+                redact(str(app.conf.broker_url)), describe(refused)
+            )
+        elif not isinstance(outcomes[index], BaseException):
+            taken += headers
+    if taken:
+        write_queued(taken)
+    return outcomes
 
 
 def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> Any:
