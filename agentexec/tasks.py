@@ -234,24 +234,31 @@ def _publish_batch(app: Celery, items: list[_Enqueue]) -> list[AgentResult | Bas
     outcomes: list[AgentResult | BaseException] = []
     messages: list[list[dict[str, Any]]] = []  # the headers of each item's messages
     settings = get_settings()
+    url = redact(str(app.conf.broker_url))
     try:
         with app.producer_or_acquire() as producer, deferred_queued_rows() as rows:
             # Each queue is declared once per batch rather than once per message (kombu's
             # check for an entity already declared costs more than the rest of a publish),
             # and nothing is retried per message: the messages only reach Redis at the flush.
-            queues = {
+            # A queue the broker refuses fails its own messages only.
+            queues = [
                 item.options.get("queue") or queue_name(item.priority, settings) for item in items
-            }
-            for queue in queues:
-                producer.maybe_declare(
-                    queue if isinstance(queue, Queue) else app.amqp.queues[queue]
-                )
+            ]
+            refused: dict[Any, BaseException] = {}
+            for queue in dict.fromkeys(queues):
+                try:
+                    producer.maybe_declare(
+                        queue if isinstance(queue, Queue) else app.amqp.queues[queue]
+                    )
+                except (OSError, KombuOperationalError, redis.RedisError) as exc:
+                    refused[queue] = BrokerUnavailableError(url, describe(exc))
             # Large enough that kombu never flushes in the middle of the batch.
             with producer.batch(max_size=4 * len(items) + 16):
-                for item in items:
+                for item, queue in zip(items, queues, strict=True):
                     start = len(rows)
+                    outcome: AgentResult | BaseException
                     try:
-                        outcome: AgentResult | BaseException = item.task.apply_async(
+                        outcome = refused.get(queue) or item.task.apply_async(
                             (item.context,),
                             task_id=item.task_id,
                             priority=item.priority,
@@ -264,18 +271,16 @@ def _publish_batch(app: Celery, items: list[_Enqueue]) -> list[AgentResult | Bas
                     messages.append(rows[start:])
     except (OSError, BatchPublishError, KombuOperationalError, redis.RedisError) as exc:
         cause = exc.__cause__ if isinstance(exc, BatchPublishError) and exc.__cause__ else exc
-        error = BrokerUnavailableError(redact(str(app.conf.broker_url)), describe(cause))
+        error = BrokerUnavailableError(url, describe(cause))
         failed: list[AgentResult | BaseException] = [
             o if isinstance(o, BaseException) else error for o in outcomes
         ]
         return failed + [error] * (len(items) - len(outcomes))
     taken: list[dict[str, Any]] = []
     for index, headers in enumerate(messages):
-        refused = next((h[ERROR_HEADER] for h in headers if ERROR_HEADER in h), None)
-        if refused is not None and not isinstance(outcomes[index], BaseException):
-            outcomes[index] = BrokerUnavailableError(
-                redact(str(app.conf.broker_url)), describe(refused)
-            )
+        error_of = next((h[ERROR_HEADER] for h in headers if ERROR_HEADER in h), None)
+        if error_of is not None and not isinstance(outcomes[index], BaseException):
+            outcomes[index] = BrokerUnavailableError(url, describe(error_of))
         elif not isinstance(outcomes[index], BaseException):
             taken += headers
     if taken:
