@@ -1,15 +1,20 @@
-"""Group commit: concurrent callers' writes, done by one of them as one batch.
+"""Batches of work that arrives together: done once for many callers.
 
-A burst of `ax.enqueue` calls runs on many publisher threads at once. Each must commit its
-QUEUED row before it returns, and a commit is a round trip and, on disk, a flush. Here the
-first caller to arrive becomes the leader: it takes
+`GroupCommit`: concurrent callers' writes, done by one of them as one batch. Many threads
+calling `.delay()` at once each commit a QUEUED row before they return, and a commit is a
+round trip and, on disk, a flush. Here the first caller to arrive becomes the leader: it takes
 everything queued so far, writes it as one batch, and hands every caller its own result.
 Callers that arrive meanwhile wait for the next batch, which the next leader writes. A lone
 caller pays nothing extra: it leads a batch of one.
+
+`Batcher`: a thread of its own that does everything submitted since its last batch at once,
+for callers that must not block (`ax.enqueue` awaits its publish on the event loop).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -86,3 +91,81 @@ class GroupCommit(Generic[T, R]):
                 slot.result, slot.done = result, True
         for slot in batch:
             slot.wake.set()
+
+
+class Batcher(Generic[T, R]):
+    """A thread that hands everything submitted since its last batch to `handle` at once.
+
+    `handle(items)` returns one outcome per item, in order: a result, or the exception that
+    item raises. While it works, new items queue up for the next batch, so a burst of
+    submissions is handled in a few batches, and a lone one at once.
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[list[T]], list[R | BaseException]],
+        name: str,
+        max_batch: int = 500,
+    ) -> None:
+        self._handle = handle
+        self._name = name
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[T, concurrent.futures.Future[R]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, item: T) -> concurrent.futures.Future[R]:
+        """Queue `item`; the future gets its outcome. Cancelling it before its batch starts
+        drops the item."""
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+        self._queue.put((item, future))
+        return future
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Handle what is queued, then end the thread. The batcher can restart."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self._max_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is None:
+                    stopping = True
+                    break
+                batch.append(entry)
+            self._run_batch(batch)
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list[tuple[T, concurrent.futures.Future[R]]]) -> None:
+        batch = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        try:
+            outcomes = self._handle([item for item, _ in batch])
+        except BaseException as exc:
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)

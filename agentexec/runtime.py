@@ -2,7 +2,7 @@
 
 A process that enqueues or runs agents holds a few long-lived things: the activity database's
 engine, the event loop the agents share, the thread that appends events, the projector, the
-publisher threads of `ax.enqueue`. They belong to one `Runtime`:
+publisher thread of `ax.enqueue`. They belong to one `Runtime`:
 made on first use, started piece by piece as needed (nothing connects at import), stopped at
 worker shutdown, and replaced by a fresh one in a forked child, whose threads did not survive
 the fork (`os.register_at_fork`).
@@ -11,12 +11,12 @@ the fork (`os.register_at_fork`).
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,17 +25,13 @@ from agentexec.config import get_settings
 from agentexec.db import engines, projection
 from agentexec.eventlog import EventAppender, EventLog
 from agentexec.events import PROJECTOR_GROUP, Event, seq_of
-from agentexec.grouping import GroupCommit
+from agentexec.grouping import Batcher, GroupCommit
 from agentexec.loop import EventLoopThread
 from agentexec.progress import ProgressEvents
 from agentexec.projector import Projector
 
 logger = logging.getLogger(__name__)
 
-#: Threads that publish for `ax.enqueue`. Publishing is mostly Python work under the GIL, so
-#: more threads only contend; 8 keep a few round trips in flight (measured with
-#: `bench.enqueue_burst`: 16 threads took 25% longer for 1,000 enqueues on 2 cores).
-_PUBLISHERS = 8
 #: Seconds the end of a run waits for others to share its commit.
 _END_LINGER = 0.002
 #: How many committed event positions a process remembers, for its projector to skip.
@@ -60,7 +56,7 @@ class Runtime:
         self.worker: str | None = None
         #: Whether this process sees the activity database down (logged once per outage).
         self.outage = engines.Outage()
-        self._publisher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._publisher: Batcher[Any, Any] | None = None
         #: The loop agents run on.
         self.loop = EventLoopThread()
         #: The event log in Redis.
@@ -175,19 +171,16 @@ class Runtime:
 
     # Threads
 
-    @property
-    def publisher(self) -> concurrent.futures.ThreadPoolExecutor:
-        """Threads that publish for `ax.enqueue`, so the caller's loop never waits on I/O.
+    def publisher(self, publish: Callable[[list[Any]], list[Any]]) -> Batcher[Any, Any]:
+        """The thread that publishes for `ax.enqueue`, so the caller's loop never waits on I/O.
 
-        A pool of its own, so a burst of enqueues neither waits behind nor crowds out the
-        loop's default executor.
+        `publish` gets every enqueue that arrived since its last batch, and publishes them
+        together (made on first use; one per process).
         """
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    self._publisher = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=_PUBLISHERS, thread_name_prefix="agentexec-publish"
-                    )
+                    self._publisher = Batcher(publish, name="agentexec-publish")
         return self._publisher
 
     def start_projector(self) -> Projector:
@@ -225,7 +218,11 @@ class Runtime:
         return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the projector, append what is queued, stop the loop. The runtime can restart."""
+        """Publish and append what is queued, stop the projector and the loop. The runtime can
+        restart."""
+        if self._publisher is not None:
+            self._publisher.stop(timeout)
+            self._publisher = None
         self.stop_projector(timeout)
         if self.progress is not None:
             self.progress.stop()
@@ -235,9 +232,6 @@ class Runtime:
         self.appender.stop(timeout)
         self.loop.stop(timeout)
         self.events.close()
-        if self._publisher is not None:
-            self._publisher.shutdown(wait=False)
-            self._publisher = None
 
 
 def _applied_through(client: object, key: str) -> int:

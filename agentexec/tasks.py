@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
+import dataclasses
 import random
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import redis
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
+from kombu import Queue
+from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec.activity.recorder import ActivityRecorder, describe
+from agentexec.activity.recorder import (
+    ActivityRecorder,
+    deferred_queued_rows,
+    describe,
+    write_queued,
+)
 from agentexec.application import app as default_app
+from agentexec.broker import ERROR_HEADER
 from agentexec.config import get_settings, redact
 from agentexec.delivery import REQUEUED_AT_SHUTDOWN
 from agentexec.exceptions import (
@@ -248,7 +256,8 @@ async def enqueue(
     """Validate `context`, record the run as QUEUED and publish it to the `priority` queue.
 
     The publish runs on a thread, so the caller's event loop never waits on Redis or the
-    database.
+    database. Enqueues that arrive together are published together: their messages in one
+    Redis round trip, their QUEUED rows in one commit.
 
     Args:
         task_name: the name given to `@pool.task`.
@@ -266,10 +275,93 @@ async def enqueue(
     task = get_agent_task(task_name)
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
-    publish = functools.partial(
-        task.apply_async, (model,), task_id=task_id, priority=parse_priority(priority), **options
-    )
-    return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
+    publisher = get_runtime().publisher(_publish)
+    future = publisher.submit(_Enqueue(task, model, task_id, parse_priority(priority), options))
+    return await asyncio.wrap_future(future)
+
+
+@dataclasses.dataclass
+class _Enqueue:
+    task: AgentTask
+    context: BaseModel
+    task_id: str | None
+    priority: Priority
+    options: dict[str, Any]
+
+
+def _publish(items: list[_Enqueue]) -> list[AgentResult | BaseException]:
+    """Publish a batch of enqueues, app by app (there is one app, as a rule)."""
+    outcomes: dict[int, AgentResult | BaseException] = {}
+    for app in dict.fromkeys(item.task.app for item in items):
+        indexes = [i for i, item in enumerate(items) if item.task.app is app]
+        batch = _publish_batch(app, [items[i] for i in indexes])
+        outcomes.update(zip(indexes, batch, strict=True))
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _publish_batch(app: Celery, items: list[_Enqueue]) -> list[AgentResult | BaseException]:
+    """Publish `items` through Celery in one kombu publish batch: one Redis pipeline with
+    every message, its QUEUED event and its `task-sent` event, flushed once; then write
+    the QUEUED rows of the messages Redis took in one commit.
+
+    Celery builds and signals every message as `apply_async` does (`before_task_publish`
+    and `after_task_publish` fire for each, the latter as it joins the batch).
+    """
+    outcomes: list[AgentResult | BaseException] = []
+    messages: list[list[dict[str, Any]]] = []  # the headers of each item's messages
+    settings = get_settings()
+    url = redact(str(app.conf.broker_url))
+    try:
+        with app.producer_or_acquire() as producer, deferred_queued_rows() as rows:
+            # Each queue is declared once per batch rather than once per message (kombu's
+            # check for an entity already declared costs more than the rest of a publish),
+            # and nothing is retried per message: the messages only reach Redis at the flush.
+            # A queue the broker refuses fails its own messages only.
+            queues = [
+                item.options.get("queue") or queue_name(item.priority, settings) for item in items
+            ]
+            refused: dict[Any, BaseException] = {}
+            for queue in dict.fromkeys(queues):
+                try:
+                    producer.maybe_declare(
+                        queue if isinstance(queue, Queue) else app.amqp.queues[queue]
+                    )
+                except (OSError, KombuOperationalError, redis.RedisError) as exc:
+                    refused[queue] = BrokerUnavailableError(url, describe(exc))
+            # Large enough that kombu never flushes in the middle of the batch.
+            with producer.batch(max_size=4 * len(items) + 16):
+                for item, queue in zip(items, queues, strict=True):
+                    start = len(rows)
+                    outcome: AgentResult | BaseException
+                    try:
+                        outcome = refused.get(queue) or item.task.apply_async(
+                            (item.context,),
+                            task_id=item.task_id,
+                            priority=item.priority,
+                            producer=producer,
+                            **{"declare": [], "retry": False, **item.options},
+                        )
+                    except Exception as exc:
+                        outcome = exc
+                    outcomes.append(outcome)
+                    messages.append(rows[start:])
+    except (OSError, BatchPublishError, KombuOperationalError, redis.RedisError) as exc:
+        cause = exc.__cause__ if isinstance(exc, BatchPublishError) and exc.__cause__ else exc
+        error = BrokerUnavailableError(url, describe(cause))
+        failed: list[AgentResult | BaseException] = [
+            o if isinstance(o, BaseException) else error for o in outcomes
+        ]
+        return failed + [error] * (len(items) - len(outcomes))
+    taken: list[dict[str, Any]] = []
+    for index, headers in enumerate(messages):
+        error_of = next((h[ERROR_HEADER] for h in headers if ERROR_HEADER in h), None)
+        if error_of is not None and not isinstance(outcomes[index], BaseException):
+            outcomes[index] = BrokerUnavailableError(url, describe(error_of))
+        elif not isinstance(outcomes[index], BaseException):
+            taken += headers
+    if taken:
+        write_queued(taken)
+    return outcomes
 
 
 def _single_context(name: str, args: Any, kwargs: Mapping[str, Any] | None) -> Any:

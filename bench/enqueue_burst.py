@@ -10,6 +10,9 @@
   threads worker consuming.
 
 The time runs from the first enqueue to the last one returned, after a warm-up of 20.
+`producer_cpu_s` is the producer process's CPU time over the same span (user + system, all
+its threads): what the burst costs the web process, less sensitive to a busy machine than
+the wall time. `load` is the 1-minute load average at the end.
 """
 
 from __future__ import annotations
@@ -38,27 +41,27 @@ from bench.common import (
 WARMUP = 20
 
 
-async def agentexec_burst(n: int) -> float:
+async def agentexec_burst(n: int) -> tuple[float, float]:
     import agentexec as ax
     from bench.agentexec_tasks import NoopContext
 
     await asyncio.gather(
         *(ax.enqueue("bench_noop", NoopContext(idx=-1 - i)) for i in range(WARMUP))
     )
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(ax.enqueue("bench_noop", NoopContext(idx=i)) for i in range(n)))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await ax.close_redis()
-    return elapsed
+    return elapsed, cpu
 
 
-async def bare_burst(n: int) -> float:
+async def bare_burst(n: int) -> tuple[float, float]:
     from bench.bare_celery import noop
 
     await asyncio.gather(*(asyncio.to_thread(noop.apply_async, (-1 - i,)) for i in range(WARMUP)))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(asyncio.to_thread(noop.apply_async, (i,)) for i in range(n)))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 def run(system: str, db: str, n: int) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def run(system: str, db: str, n: int) -> dict[str, Any]:
             burst = bare_burst
         try:
             with running_workers([argv], env, Path(tmp)):
-                seconds = asyncio.run(burst(n))
+                seconds, cpu = asyncio.run(burst(n))
         finally:
             delete_keys(REDIS_URL, patterns=queue_key_patterns(prefix))
     return {
@@ -92,6 +95,8 @@ def run(system: str, db: str, n: int) -> dict[str, Any]:
         "db": db if system == "agentexec" else "-",
         "n": n,
         "seconds": round(seconds, 3),
+        "producer_cpu_s": round(cpu, 3),
+        "load": round(os.getloadavg()[0], 2),
     }
 
 

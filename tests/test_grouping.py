@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agentexec.grouping import GroupCommit
+from agentexec.grouping import Batcher, GroupCommit
 from agentexec.testing import wait_for
 
 
@@ -44,3 +44,44 @@ def test_an_error_reaches_every_caller_of_its_batch_only() -> None:
     with pytest.raises(ValueError, match="refused"):
         group(-1)
     assert group(3) == 3
+
+
+def test_a_batcher_hands_what_queued_up_meanwhile_to_one_batch() -> None:
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def handle(items: list[int]) -> list[int | BaseException]:
+        batches.append(items)
+        release.wait(5)  # the first batch holds the thread while the rest queue up
+        return [ValueError(i) if i == 7 else 2 * i for i in items]
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    try:
+        first = batcher.submit(0)
+        wait_for(lambda: batches == [[0]], 10, "the first item taken alone")
+        futures = [batcher.submit(i) for i in range(1, 10)]
+        dropped = batcher.submit(10)
+        assert dropped.cancel()  # cancelled before its batch started: never handled
+        release.set()
+        assert first.result(5) == 0
+        assert [f.result(5) for f in futures if not isinstance(f.exception(5), ValueError)] == [
+            2 * i for i in range(1, 10) if i != 7
+        ]
+        assert str(futures[6].exception(5)) == "7"  # an item's own error, for that item only
+        assert batches == [[0], list(range(1, 10))]
+    finally:
+        release.set()
+        batcher.stop()
+
+
+def test_a_batcher_raises_a_failed_batch_in_each_of_its_callers() -> None:
+    def handle(items: list[int]) -> list[int | BaseException]:
+        raise RuntimeError(f"batch of {len(items)} failed")
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    try:
+        future = batcher.submit(1)
+        with pytest.raises(RuntimeError, match="batch of 1 failed"):
+            future.result(5)
+    finally:
+        batcher.stop()

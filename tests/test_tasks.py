@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -113,6 +115,55 @@ async def test_a_failed_publish_leaves_no_queued_row(
         assert client.xlen(get_runtime().events.key) == 0
     finally:
         client.close()
+
+
+async def test_concurrent_enqueues_each_get_their_own_outcome(
+    agentexec_env: dict[str, str],
+    agentexec_redis_url: str,
+    agentexec_session: Session,
+    sqlite_only: None,
+) -> None:
+    sys.path.insert(0, str(APP_DIR))
+    import userapp.worker  # noqa: F401  (registers the agent tasks here)
+
+    settings = get_settings()
+    client = redis.Redis.from_url(agentexec_redis_url)
+    try:
+        # HIGH is declared by a first run, then the broker refuses HIGH messages (WRONGTYPE):
+        # at the flush of their batch, or at the queue's declaration (on another connection).
+        first = await ax.enqueue("sleep_agent", {"label": "first"}, priority=ax.Priority.HIGH)
+        client.delete(settings.high_queue)
+        client.set(settings.high_queue, "not a list")
+        outcomes = await asyncio.gather(
+            *(
+                ax.enqueue(
+                    "sleep_agent",
+                    {"label": f"run {i}"},
+                    priority=ax.Priority.HIGH if i % 5 == 0 else ax.Priority.LOW,
+                )
+                for i in range(40)
+            ),
+            return_exceptions=True,
+        )
+        refused = [o for i, o in enumerate(outcomes) if i % 5 == 0]
+        taken = [o for i, o in enumerate(outcomes) if i % 5]
+        assert all(isinstance(o, ax.BrokerUnavailableError) for o in refused), refused
+        assert "WRONGTYPE" in str(refused[0])
+        assert all(isinstance(o, ax.AgentResult) for o in taken), taken
+        # Each taken run: one standard Celery message, one QUEUED event, one QUEUED row.
+        assert client.llen(settings.low_queue) == len(taken)
+        messages = [json.loads(raw) for raw in client.lrange(settings.low_queue, 0, -1)]
+        assert {m["headers"]["id"] for m in messages} == {str(o.id) for o in taken}
+        assert all(m["headers"]["task"] == "sleep_agent" for m in messages)
+        assert all(m["content-type"] == "application/json" for m in messages)
+        assert not any("agentexec_event" in m["headers"] for m in messages)
+        assert client.xlen(get_runtime().events.key) == len(taken) + 1
+    finally:
+        client.delete(settings.high_queue)
+        client.close()
+    page = ax.activity.list(agentexec_session, page_size=100)
+    assert {str(item.agent_id) for item in page.items} == {str(o.id) for o in [first, *taken]}
+    assert {item.status for item in page.items} == {ax.Status.QUEUED}
 
 
 def test_tables_are_created_on_first_use_unless_turned_off(

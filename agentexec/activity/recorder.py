@@ -16,6 +16,9 @@ Where they fire:
 - `before_task_publish` and `after_task_publish`, in the producer: the QUEUED event goes out
   with the message (see `agentexec.broker`), and the QUEUED row is written before the publish
   returns. `.delay()`, `apply_async`, `ax.enqueue` and `app.send_task` all come this way.
+  `ax.enqueue` publishes the calls that arrive together as one batch (`deferred_queued_rows`):
+  `after_task_publish` then fires as each message joins the batch, and the batch's QUEUED rows
+  are written in one statement once Redis has taken its messages.
 - `task_prerun`, `task_postrun`, `task_success`, `task_failure`, `task_retry`, in the process
   running the task.
 - `task_revoked`, `task_rejected`, `task_unknown` and `task_failure` for a lost child, in the
@@ -26,8 +29,11 @@ Where they fire:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 from celery import Celery, signals, states
@@ -59,6 +65,44 @@ _KIND = {
     Status.QUEUED: EventKind.RETRY,
     Status.RUNNING: EventKind.REPORT,
 }
+
+_deferred = threading.local()
+
+
+@contextlib.contextmanager
+def deferred_queued_rows() -> Iterator[list[dict[str, Any]]]:
+    """Collect, rather than write, the QUEUED rows of the agent messages this thread publishes.
+
+    Yields the list that receives each message's headers; `write_queued` writes them. For a
+    publish batch, whose messages reach Redis only when it is flushed.
+    """
+    previous = getattr(_deferred, "rows", None)
+    rows: list[dict[str, Any]] = []
+    _deferred.rows = rows
+    try:
+        yield rows
+    finally:
+        _deferred.rows = previous
+
+
+def write_queued(published: list[dict[str, Any]]) -> None:
+    """Write the QUEUED rows of published agent messages (their headers) in one transaction.
+
+    While the database is unreachable the runs are queued all the same, and their rows
+    appear when it is back.
+    """
+    runtime = get_runtime()
+    events: list[Event] = []
+    unplaced: list[Event] = []
+    for headers in published:
+        event = Event.from_fields(headers[EVENT_HEADER]["fields"], headers.get(SEQ_HEADER))
+        (events if event.seq is not None else unplaced).append(event)
+    if unplaced:  # a transport of the user's own: append the events now
+        events += runtime.events.append(unplaced)
+    try:
+        runtime.write_queued(events)
+    except ActivityStoreError as exc:
+        logger.error("QUEUED rows of %d runs not written: %s", len(events), exc)
 
 
 class ActivityRecorder:
@@ -135,22 +179,16 @@ class ActivityRecorder:
     ) -> None:
         """Write the QUEUED row before the publish returns to its caller.
 
-        A status request right after enqueue then finds the run. While the database is
-        unreachable the run is queued all the same, and its row appears when it is back.
+        A status request right after enqueue then finds the run. In a publish batch the row
+        is written with the batch's, after its flush.
         """
         if headers is None or EVENT_HEADER not in headers or not self.is_agent_task(sender):
             return
-        runtime = get_runtime()
-        fields = headers[EVENT_HEADER]["fields"]
-        seq = headers.get(SEQ_HEADER)
-        if seq is None:  # a transport of the user's own: append the event now
-            [event] = runtime.events.append([Event.from_fields(fields)])
+        rows = getattr(_deferred, "rows", None)
+        if rows is not None:
+            rows.append(headers)
         else:
-            event = Event.from_fields(fields, seq)
-        try:
-            runtime.write_queued([event])
-        except ActivityStoreError as exc:
-            logger.error("QUEUED row of %s not written: %s", event.agent_id, exc)
+            write_queued([headers])
 
     # Worker, task process
 
