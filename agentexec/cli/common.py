@@ -29,6 +29,9 @@ STYLES = {
     "CANCELED": "magenta",
 }
 
+#: Columns of tables printed into a pipe or a file.
+_PIPE_WIDTH = 240
+
 app_option = click.option(
     "-A",
     "--app",
@@ -92,10 +95,14 @@ def activity_engine() -> Engine:
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr)."""
+    """A rich console on stdout (or stderr); wide when it is not a terminal, so piped
+    output is not cut at 80 columns."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, width=_PIPE_WIDTH)
+    return out
 
 
 def parse_id(value: str) -> Any:
