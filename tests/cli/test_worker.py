@@ -1,4 +1,4 @@
-"""The `agentexec` command, run as a user would."""
+"""`agentexec worker` and `agentexec project`, run as a user runs them."""
 
 from __future__ import annotations
 
@@ -45,3 +45,57 @@ def test_project_applies_the_event_log_on_its_own(
         assert command.process.wait(15) == 0
         command.kill()
     assert "stopped after applying 2 events" in command.log()
+
+
+def _worker(env: dict[str, str], tmp_path: Path, *args: str) -> WorkerProcess:
+    argv = [sys.executable, "-m", "agentexec", "worker", "--without-mingle", *args]
+    log = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
+    return WorkerProcess(argv, {**os.environ, **env}, Path.cwd(), log)
+
+
+def test_worker_logs_ready_its_queues_tasks_and_each_report_at_info(
+    agentexec_env: dict[str, str], agentexec_session: Session, tmp_path: Path, sqlite_only: None
+) -> None:
+    import asyncio
+
+    import tasks  # noqa: F401  (the example tasks, which the worker loads from celeryconfig)
+
+    env = {**agentexec_env, "AGENTEXEC_LOG_LEVEL": "INFO"}
+    worker = _worker(env, tmp_path).start()  # waits for "ready."
+    try:
+        prefix = agentexec_env["AGENTEXEC_QUEUE_PREFIX"]
+        banner = worker.log()
+        assert f".> {prefix}.high" in banner and f".> {prefix}.low" in banner
+        assert ". summarize_numbers" in banner and ". research_company" in banner
+
+        async def run() -> uuid.UUID:
+            task = await ax.enqueue("summarize_numbers", {"numbers": [1, 2]})
+            await ax.get_result(task.agent_id, timeout=30)
+            return task.agent_id
+
+        agent_id = asyncio.run(run())
+        log = worker.log()
+        assert f"Agent {agent_id} RUNNING 50%: Added 1 of 2" in log
+        assert f"Agent {agent_id} RUNNING 100%: Added 2 of 2" in log
+    finally:
+        worker.stop()
+
+
+def test_worker_honours_the_log_level_setting(
+    agentexec_env: dict[str, str], tmp_path: Path, sqlite_only: None
+) -> None:
+    env = {**agentexec_env, "AGENTEXEC_LOG_LEVEL": "WARNING"}
+    worker = _worker(env, tmp_path, "-n", "quiet@%h")
+    # At WARNING nothing says "ready": wait for the banner, then for the worker to answer.
+    worker.start(ready=lambda: "[queues]" in worker.log())
+    try:
+        wait_for(
+            lambda: "quiet@" in str(ax.app.control.ping(timeout=0.5)), 60, "the worker answering"
+        )
+        assert " ready." not in worker.log()
+        assert "[tasks]" not in worker.log()  # Celery lists tasks at INFO and below
+    finally:
+        worker.stop()
+    # Celery's own flag still wins.
+    loud = _worker(env, tmp_path, "--loglevel=INFO").start()
+    loud.stop()
