@@ -39,8 +39,8 @@ def check(app_module: str | None, timeout: float, allow_no_workers: bool) -> Non
       agentexec check -A myapp.worker
       agentexec check --allow-no-workers      # the web app's container probe
     """
-    app = load_app(app_module)
-    ok = _redis() and _database()
+    app = load_app(app_module) if app_module else None
+    ok = _redis() and _database(app_module)
     if ok:
         ok = _workers(app, timeout) or allow_no_workers
     sys.exit(0 if ok else 1)
@@ -68,38 +68,58 @@ def _redis() -> bool:
     return _report("redis", True, redact(url))
 
 
-def _database() -> bool:
-    from sqlalchemy import inspect
+def _database(app_module: str | None) -> bool:
+    from sqlalchemy import Engine, create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from agentexec.cli.common import activity_engine
-    from agentexec.db.models import Activity, ActivityLog
+    from agentexec.cli.common import activity_engine, require_sqlite_file
+    from agentexec.config import get_settings
 
+    settings = get_settings()
+    engine: Engine | None = None
     try:
-        engine = activity_engine()
-    except click.ClickException as exc:
-        return _report("database", False, exc.message)
-    where = engine.url.render_as_string()
-    try:
+        if app_module:
+            engine = activity_engine()  # the one the WorkerPool bound
+        else:
+            # SQLAlchemy Core alone, without agentexec's models: a probe has to be quick.
+            engine = create_engine(settings.database_url)
+            require_sqlite_file(engine)
+        where = engine.url.render_as_string()
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
-    except SQLAlchemyError as exc:
-        return _report("database", False, f"{where}: {type(exc).__name__}: {exc.orig or exc}")
+    except click.ClickException as exc:
+        return _report("database", False, exc.message)
+    except (SQLAlchemyError, ImportError) as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip()
+        return _report("database", False, f"{type(exc).__name__}: {detail}")
     finally:
-        engine.dispose()
-    missing = sorted({Activity.__tablename__, ActivityLog.__tablename__} - tables)
+        if engine is not None:
+            engine.dispose()
+    # The names of `agentexec.db.models`.
+    wanted = {f"{settings.table_prefix}activity", f"{settings.table_prefix}activity_log"}
+    missing = sorted(wanted - tables)
     if missing:
         detail = f"{where}: missing tables {', '.join(missing)} (run `agentexec db upgrade`)"
         return _report("database", False, detail)
     return _report("database", True, where)
 
 
-def _workers(app: Celery, timeout: float) -> bool:
+def _workers(app: Celery | None, timeout: float) -> bool:
     """Whether a worker consuming the queues answers; returns at the first that does."""
+    import os
+
+    from celery import Celery
+
     from agentexec.config import get_settings
 
     settings = get_settings()
+    if app is None:
+        # A bare app on the broker (and the Celery config module, as the worker reads it):
+        # agentexec's own app would load the whole recording path.
+        app = Celery("agentexec", broker=settings.redis_url)
+        app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
     queues = {settings.high_queue, settings.low_queue}
+    named = ", ".join(sorted(queues))
     found: list[str] = []
 
     def on_reply(reply: dict[str, Any]) -> None:
@@ -108,14 +128,13 @@ def _workers(app: Celery, timeout: float) -> bool:
                 found.append(name)
                 raise _Answered
 
-    others: list[Any] = []
     try:
         others = app.control.broadcast(
             "active_queues", reply=True, timeout=timeout, callback=on_reply
-        ) or []
+        )
     except _Answered:
-        return _report("workers", True, f"{found[0]} consumes {', '.join(sorted(queues))}")
+        return _report("workers", True, f"{found[0]} consumes {named}")
     except Exception as exc:  # the broker went away between the checks
         return _report("workers", False, f"{type(exc).__name__}: {exc}")
-    detail = f"none consumes {', '.join(sorted(queues))} (answered within {timeout}s: {len(others)})"
+    detail = f"no worker consumes {named} ({len(others or ())} others answered in {timeout}s)"
     return _report("workers", False, detail)

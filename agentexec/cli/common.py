@@ -69,13 +69,13 @@ def load_app(module: str | None) -> Celery:
 
 
 def activity_engine() -> Engine:
-    """The activity database's engine, for reading: a SQLite file that is not there is an
-    error rather than a new empty database (and no table is created).
+    """The activity database's engine (the WorkerPool's, once `load_app` imported it), for
+    reading: a SQLite file that is not there is an error rather than a new empty database,
+    and no table is created.
 
     Raises:
         click.ClickException: the URL is bad, or the SQLite file does not exist.
     """
-    from agentexec.config import redact
     from agentexec.exceptions import ActivityStoreError
     from agentexec.runtime import get_runtime
 
@@ -83,15 +83,20 @@ def activity_engine() -> Engine:
         engine = get_runtime().engine
     except ActivityStoreError as exc:
         raise click.ClickException(str(exc)) from exc
+    require_sqlite_file(engine)
+    return engine
+
+
+def require_sqlite_file(engine: Engine) -> None:
+    """Raise `click.ClickException` when `engine` is on a SQLite file that does not exist
+    (connecting would create it)."""
     url = engine.url
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        path = Path(str(url.database))
-        if not path.exists():
+        if not Path(str(url.database)).exists():
             raise click.ClickException(
-                f"no activity database at {redact(url.render_as_string())} "
+                f"no activity database at {url.render_as_string()} "
                 "(give -A MODULE or DATABASE_URL)"
             )
-    return engine
 
 
 def console(stderr: bool = False) -> Console:

@@ -54,7 +54,7 @@ def test_fails_without_a_worker_unless_allowed(
 ) -> None:
     out = _check(probe_dir, agentexec_env)
     assert out.returncode == 1
-    assert "workers   FAIL none consumes" in out.stdout
+    assert "workers   FAIL no worker consumes" in out.stdout
     allowed = _check(probe_dir, agentexec_env, "--allow-no-workers")
     assert allowed.returncode == 0, allowed.stdout
 
