@@ -14,7 +14,7 @@ from types import TracebackType
 
 import redis
 
-from agentexec.processes import wait_for
+from agentexec.processes import terminate_with_parent, wait_for
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -71,14 +71,19 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=terminate_with_parent,  # never outlives the process that started it
         )  # fmt: skip
         process = self._process
-        wait_for(
-            lambda: redis_answers(self.url, 0.2),
-            15,
-            "embedded Redis",
-            abort=lambda: process.poll() is not None,
-        )
+        try:
+            wait_for(
+                lambda: redis_answers(self.url, 0.2),
+                15,
+                "embedded Redis",
+                abort=lambda: process.poll() is not None,
+            )
+        except BaseException:  # Ctrl+C included: __exit__ does not run when __enter__ fails
+            self.__exit__(None, None, None)
+            raise
         return self.url
 
     def __exit__(

@@ -29,12 +29,21 @@ class WorkerProcess:
         env: the whole environment of the process.
         cwd: where to start it.
         log_path: where its stdout and stderr go.
+        die_with_parent: on Linux, have the kernel SIGTERM the process when this one dies,
+            even by SIGKILL (the demo uses it; tests stop their workers themselves).
     """
 
     def __init__(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        *,
+        die_with_parent: bool = False,
     ) -> None:
         self.argv = list(argv)
+        self.die_with_parent = die_with_parent
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
@@ -53,6 +62,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=terminate_with_parent if self.die_with_parent else None,
             )
         wait_for(
             ready or (lambda: READY_MARK in self.log()),
@@ -104,6 +114,15 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         return process.wait(10)
+
+
+def terminate_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when its parent dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def celery_worker_argv(*extra: str, app: str = "agentexec", name: str = "test") -> list[str]:

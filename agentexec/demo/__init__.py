@@ -1,8 +1,14 @@
-"""The demo: research agents run in the background while you watch their activity.
+"""The demo: research agents run in the background while a live table shows their progress.
 
-`uv run agentexec demo` from the repository root. It needs nothing installed: without a
-reachable Redis it starts an embedded one, the activity log goes to a fresh SQLite file,
-and without `OPENAI_API_KEY` the agents use a scripted offline model.
+`agentexec demo` runs from any directory and needs nothing set up: without a reachable
+Redis it starts an embedded one, the activity goes to a SQLite file in a new directory that
+is kept (with the worker's log) for a look afterwards, and without `OPENAI_API_KEY` the
+agents use a scripted offline model.
+
+Each run has its own queue prefix, so no other worker on the same Redis takes its tasks,
+and every process it starts is stopped on every way out: the end, an error, the timeout,
+Ctrl+C (at any moment) or SIGTERM. On Linux the children also die with the demo if it is
+killed outright.
 """
 
 from __future__ import annotations
@@ -10,83 +16,176 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy.orm import Session
+from rich.console import Console
+
+from agentexec.demo.board import Board
 
 COMPANIES = ["Anthropic", "Acme Corp", "Globex", "Initech", "Umbrella", "Hooli", "Stark"]
-TERMINAL = {"COMPLETE", "ERROR", "CANCELED"}
+#: Seconds a child gets to stop on SIGTERM before it is killed.
+_STOP_TIMEOUT = 10
 
 
-def run(agents: int = 6, flower: bool = False) -> int:
-    """Run the demo and return a process exit code."""
+class DemoError(Exception):
+    """The demo cannot go on; the message says why and what to do."""
+
+
+def company_names(count: int) -> list[str]:
+    """`count` distinct company names."""
+    names = []
+    for i in range(count):
+        lap = i // len(COMPANIES)
+        name = COMPANIES[i % len(COMPANIES)]
+        names.append(name if lap == 0 else f"{name} {lap + 1}")
+    return names
+
+
+def run(agents: int = 6, flower_port: int | None = None, timeout: float = 300.0) -> int:
+    """Run the demo and return a process exit code (130 when interrupted)."""
+    if agents < 1:
+        raise ValueError("agents must be at least 1")
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe or a file: no live updates, and no wrapping at 80
+        console = Console(highlight=False, width=160)
+    stack = contextlib.ExitStack()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _run(stack, console, agents, flower_port, timeout)
+    except KeyboardInterrupt:
+        console.print("\n[yellow]Interrupted:[/yellow] stopping everything the demo started.")
+        return 130
+    except DemoError as exc:
+        console.print(f"[red]Error:[/red] {exc}")
+        return 1
+    finally:
+        # Stopping must not be interrupted in turn: a second Ctrl+C would leave a child.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.close()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(
+    stack: contextlib.ExitStack,
+    console: Console,
+    agents: int,
+    flower_port: int | None,
+    timeout: float,
+) -> int:
     from agentexec.config import get_settings
     from agentexec.embedded import EmbeddedRedis, redis_answers
 
-    with contextlib.ExitStack() as stack:
-        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        if redis_answers(url):
-            print(f"Redis:     {url}")
-        else:
-            url = stack.enter_context(EmbeddedRedis())
-            print(f"Redis:     embedded redis-server at {url} (nothing reachable at REDIS_URL)")
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentexec-demo-"))
-        database_url = os.environ.get("DATABASE_URL", f"sqlite:///{tmp}/agents.db")
-        model = "gpt-4o" if os.environ.get("OPENAI_API_KEY") else "scripted offline model"
-        print(f"Database:  {database_url}")
-        print(f"Model:     {model}")
-        os.environ.update(
-            REDIS_URL=url,
-            DATABASE_URL=database_url,
-            RESEARCH_SCRIPTED_LATENCY=os.environ.get("RESEARCH_SCRIPTED_LATENCY", "1.0"),
+    if flower_port is not None and not _port_free(flower_port):
+        raise DemoError(
+            f"port {flower_port} on 127.0.0.1 is taken, so Flower cannot start: "
+            "choose another with --flower-port"
         )
-        get_settings.cache_clear()  # agentexec read the environment when it was imported
-        stack.enter_context(_worker(Path(tmp), flower))
-        return asyncio.run(_enqueue_and_watch(agents))
-
-
-@contextlib.contextmanager
-def _worker(tmp: Path, flower: bool) -> Iterator[None]:
-    from agentexec.processes import WorkerProcess, celery_worker_argv
-
-    if not Path("celeryconfig.py").exists():
-        raise SystemExit("run the demo from the repository root (where celeryconfig.py is)")
-    sys.path.insert(0, str(Path.cwd()))  # the example tasks live in ./tasks
-    worker = WorkerProcess(celery_worker_argv(), os.environ, Path.cwd(), tmp / "worker.log")
-    print("Worker:    celery -A agentexec worker ...", end="", flush=True)
-    worker.start(ready_timeout=60)
-    print(f" ready (log: {worker.log_path})")
-    monitor = None
-    if flower:
-        argv = [sys.executable, "-m", "celery", "-A", "agentexec", "flower", "--port=5555"]
-        monitor = WorkerProcess(argv, os.environ, Path.cwd(), tmp / "flower.log")
-        monitor.start(ready=lambda: "Visit me at" in monitor.log() if monitor else False)
-        print("Flower:    http://127.0.0.1:5555 (stays up until you press Ctrl+C)")
+    workdir = Path(tempfile.mkdtemp(prefix="agentexec-demo-"))
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"demo-{uuid.uuid4().hex[:8]}"
+    if redis_answers(url):
+        console.print(f"Redis:     {_redact(url)}")
+        stack.callback(_drop_keys, url, prefix)  # a shared Redis: leave nothing behind
+    else:
+        console.print("Redis:     starting an embedded redis-server (nothing answers at REDIS_URL)")
+        url = stack.enter_context(EmbeddedRedis())
+        console.print(f"           embedded redis-server at {url}")
+    database_url = os.environ.get("DATABASE_URL", f"sqlite:///{workdir}/agents.db")
+    model = "gpt-4o" if os.environ.get("OPENAI_API_KEY") else "scripted offline model"
+    console.print(f"Database:  {_redact(database_url)}")
+    console.print(f"Model:     {model}")
+    os.environ.update(
+        REDIS_URL=url,
+        DATABASE_URL=database_url,
+        AGENTEXEC_QUEUE_PREFIX=prefix,
+        CELERY_CONFIG_MODULE="agentexec.demo.celeryconfig",
+        RESEARCH_SCRIPTED_LATENCY=os.environ.get("RESEARCH_SCRIPTED_LATENCY", "1.0"),
+    )
+    get_settings.cache_clear()  # the environment changed
+    _start_worker(stack, console, workdir)
+    if flower_port is not None:
+        _start_flower(stack, console, workdir, flower_port)
     try:
-        yield
-        if monitor is not None and monitor.process is not None:
-            with contextlib.suppress(KeyboardInterrupt):
-                monitor.process.wait()
+        code = asyncio.run(_enqueue_and_watch(console, agents, timeout))
     finally:
-        if monitor is not None:
-            monitor.stop(10)
-        worker.stop(30)
+        console.print(
+            f"Kept:      {workdir} (worker log; inspect the runs with "
+            f"`DATABASE_URL={_redact(database_url)} agentexec list`)"
+        )
+    if flower_port is not None:
+        console.print(f"Flower stays up at http://127.0.0.1:{flower_port}: press Ctrl+C to stop.")
+        while True:
+            time.sleep(3600)
+    return code
 
 
-async def _enqueue_and_watch(agents: int) -> int:
+def _start_worker(stack: contextlib.ExitStack, console: Console, workdir: Path) -> None:
+    from agentexec.processes import WorkerProcess
+
+    argv = [
+        sys.executable, "-m", "celery", "-A", "agentexec", "worker", "--loglevel=INFO",
+        "--hostname=demo@%h", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    worker = WorkerProcess(
+        argv, os.environ, workdir, workdir / "worker.log", die_with_parent=True
+    )
+    # Registered before it starts: Ctrl+C while it starts stops it too.
+    stack.callback(worker.stop, _STOP_TIMEOUT)
+    console.print("Worker:    starting demo@%s ..." % socket.gethostname())
+    try:
+        worker.start(ready_timeout=120)
+    except TimeoutError as exc:
+        raise DemoError(f"the worker did not start; its log is {worker.log_path}\n{exc}") from exc
+    console.print(f"           ready (log: {worker.log_path})")
+
+
+def _start_flower(
+    stack: contextlib.ExitStack, console: Console, workdir: Path, port: int
+) -> None:
+    from agentexec.processes import WorkerProcess
+
+    argv = [
+        sys.executable, "-m", "celery", "-A", "agentexec", "flower",
+        "--address=127.0.0.1", f"--port={port}",
+    ]  # fmt: skip
+    flower = WorkerProcess(argv, os.environ, workdir, workdir / "flower.log", die_with_parent=True)
+    stack.callback(flower.stop, _STOP_TIMEOUT)
+    try:
+        flower.start(ready_timeout=60, ready=lambda: "Visit me at" in flower.log())
+    except TimeoutError as exc:
+        raise DemoError(
+            f"Flower did not start on 127.0.0.1:{port} (is the port taken? choose another "
+            f"with --flower-port); its log is {flower.log_path}"
+        ) from exc
+    console.print(f"Flower:    http://127.0.0.1:{port}")
+
+
+async def _enqueue_and_watch(console: Console, agents: int, timeout: float) -> int:
     import agentexec as ax
+    from agentexec.demo.agent import ResearchContext
+    from agentexec.follow import Follower
     from agentexec.runtime import get_runtime
-    from tasks.research import ResearchContext
 
-    get_runtime().bind(database_url=os.environ["DATABASE_URL"])
-    engine = get_runtime().engine
-    ax.Base.metadata.create_all(engine)
+    runtime = get_runtime()
+    runtime.bind(database_url=os.environ["DATABASE_URL"])
+    ax.Base.metadata.create_all(runtime.engine)
+    names = company_names(agents)
     started = time.monotonic()
-    names = [COMPANIES[i % len(COMPANIES)] for i in range(agents)]
     handles = await asyncio.gather(
         *(
             ax.enqueue(
@@ -97,36 +196,68 @@ async def _enqueue_and_watch(agents: int) -> int:
             for i, name in enumerate(names)
         )
     )
-    print(f"\nEnqueued {agents} research agents (the last one HIGH priority). Activity:\n")
-    company = {h.agent_id: name for h, name in zip(handles, names, strict=True)}
-    seen: dict[object, int] = {}
-    while True:
-        with Session(engine) as session:
-            details = [ax.activity.detail(session, h.agent_id) for h in handles]
-        for activity in details:
-            if activity is None:
-                continue
-            for log in activity.logs[seen.get(activity.agent_id, 0) :]:
-                pct = (
-                    "" if log.completion_percentage is None else f"{log.completion_percentage:3d}%"
-                )
-                print(
-                    f"  {time.monotonic() - started:5.1f}s  {company[activity.agent_id]:<10} "
-                    f"{log.status.value:<9} {pct:>4}  {log.message}"
-                )
-            seen[activity.agent_id] = len(activity.logs)
-        if all(a is not None and a.status.value in TERMINAL for a in details):
-            break
-        await asyncio.sleep(0.25)
-    print("\nResults (from the Redis result backend):")
-    failed = 0
+    board = Board([(h.agent_id, name) for h, name in zip(handles, names, strict=True)])
+    board.priority(handles[-1].agent_id, "HIGH")
+    console.print(f"\nEnqueued {agents} research agents (the last one HIGH priority).\n")
+    follower = Follower(runtime.events.client(), runtime.events.key, board.agent_ids)
+    deadline = started + timeout
+    timed_out = False
+    from rich.live import Live
+
+    with Live(board.render(time.monotonic() - started), console=console, refresh_per_second=8) as live:
+        while not board.done:
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            events = await asyncio.to_thread(follower.read, 250)
+            for event in events:
+                board.apply(event)
+            live.update(board.render(time.monotonic() - started))
+    elapsed = time.monotonic() - started
+    if timed_out:
+        await ax.close_redis()
+        console.print(
+            f"\n[red]Timed out:[/red] {board.finished}/{agents} agents finished within "
+            f"{timeout:.0f}s (--timeout). Look at the worker log below for why."
+        )
+        return 1
+    results: dict[Any, Any] = {}
     for handle in handles:
         try:
-            result = await ax.get_result(handle.agent_id, timeout=5)
-            print(f"  {company[handle.agent_id]:<10} {result['findings']}")
+            results[handle.agent_id] = await ax.get_result(handle.agent_id, timeout=10)
         except ax.AgentExecError as exc:
-            failed += 1
-            print(f"  {company[handle.agent_id]:<10} {exc}")
+            results[handle.agent_id] = exc
     await ax.close_redis()
-    print(f"\n{agents - failed}/{agents} agents finished in {time.monotonic() - started:.1f}s.")
+    console.print()
+    console.print(board.summary(results, elapsed))
+    failed = sum(isinstance(r, Exception) for r in results.values())
+    console.print(
+        f"\n{agents - failed}/{agents} agents finished in {elapsed:.1f}s"
+        + (f", {failed} failed." if failed else ".")
+    )
     return 1 if failed else 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _drop_keys(url: str, prefix: str) -> None:
+    """Delete the demo's keys from a Redis it shares with others."""
+    import redis
+
+    with contextlib.suppress(redis.RedisError), redis.Redis.from_url(url) as client:
+        keys = [*client.scan_iter(f"{prefix}.*"), *client.scan_iter(f"_kombu.binding*{prefix}.*")]
+        if keys:
+            client.delete(*keys)
+
+
+def _redact(url: str) -> str:
+    from agentexec.config import redact
+
+    return redact(url)
