@@ -90,9 +90,8 @@ _SOURCES = {
     "Status": "agentexec.activity.models",
     "Settings": "agentexec.config",
     "get_settings": "agentexec.config",
-    **{
-        name: "agentexec.exceptions"
-        for name in (
+    **dict.fromkeys(
+        (
             "ActivityStoreError",
             "AgentExecError",
             "BrokerUnavailableError",
@@ -102,8 +101,9 @@ _SOURCES = {
             "TaskError",
             "TaskFailedError",
             "UnknownTaskError",
-        )
-    },
+        ),
+        "agentexec.exceptions",
+    ),
 }
 #: Modules that load no SQLAlchemy: everything else does, and brings the guide's
 #: `session.execute("...")` compatibility (`agentexec.compat`) with it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterator
+from typing import Any
 
 import redis
 
@@ -50,7 +51,7 @@ class Follower:
     def read(self, block_ms: int = _BLOCK_MS) -> list[Event]:
         """The followed runs' events appended after the last one read, waiting up to
         `block_ms` for the first (an empty list when none came)."""
-        reply = self.client.xread({self.key: self.last_id}, count=_COUNT, block=block_ms)
+        reply: Any = self.client.xread({self.key: self.last_id}, count=_COUNT, block=block_ms)
         events: list[Event] = []
         for _key, entries in reply or ():
             for raw_id, fields in entries:

@@ -94,8 +94,7 @@ def require_sqlite_file(engine: Engine) -> None:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         if not Path(str(url.database)).exists():
             raise click.ClickException(
-                f"no activity database at {url.render_as_string()} "
-                "(give -A MODULE or DATABASE_URL)"
+                f"no activity database at {url.render_as_string()} (give -A MODULE or DATABASE_URL)"
             )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 
 from agentexec.demo.board import Board
 
@@ -141,12 +142,10 @@ def _start_worker(stack: contextlib.ExitStack, console: Console, workdir: Path) 
         sys.executable, "-m", "celery", "-A", "agentexec", "worker", "--loglevel=INFO",
         "--hostname=demo@%h", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
-    worker = WorkerProcess(
-        argv, os.environ, workdir, workdir / "worker.log", die_with_parent=True
-    )
+    worker = WorkerProcess(argv, os.environ, workdir, workdir / "worker.log", die_with_parent=True)
     # Registered before it starts: Ctrl+C while it starts stops it too.
     stack.callback(worker.stop, _STOP_TIMEOUT)
-    console.print("Worker:    starting demo@%s ..." % socket.gethostname())
+    console.print(f"Worker:    starting demo@{socket.gethostname()} ...")
     try:
         worker.start(ready_timeout=120)
     except TimeoutError as exc:
@@ -154,9 +153,7 @@ def _start_worker(stack: contextlib.ExitStack, console: Console, workdir: Path) 
     console.print(f"           ready (log: {worker.log_path})")
 
 
-def _start_flower(
-    stack: contextlib.ExitStack, console: Console, workdir: Path, port: int
-) -> None:
+def _start_flower(stack: contextlib.ExitStack, console: Console, workdir: Path, port: int) -> None:
     from agentexec.processes import WorkerProcess
 
     argv = [
@@ -202,9 +199,8 @@ async def _enqueue_and_watch(console: Console, agents: int, timeout: float) -> i
     follower = Follower(runtime.events.client(), runtime.events.key, board.agent_ids)
     deadline = started + timeout
     timed_out = False
-    from rich.live import Live
-
-    with Live(board.render(time.monotonic() - started), console=console, refresh_per_second=8) as live:
+    first = board.render(time.monotonic() - started)
+    with Live(first, console=console, refresh_per_second=8) as live:
         while not board.done:
             if time.monotonic() > deadline:
                 timed_out = True

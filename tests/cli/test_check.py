@@ -108,8 +108,7 @@ def test_uses_the_database_of_the_worker_pool_module(
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "probeapp.py").write_text(
-        "import agentexec as ax\n"
-        f"pool = ax.WorkerPool(database_url={agentexec_database_url!r})\n"
+        f"import agentexec as ax\npool = ax.WorkerPool(database_url={agentexec_database_url!r})\n"
     )
     env = {**agentexec_env, "DATABASE_URL": "sqlite:////nonexistent/agents.db"}
     out = _check(app_dir, env, "-A", "probeapp", "--allow-no-workers")
