@@ -104,3 +104,21 @@ def test_shipped_code_does_not_import_the_testing_package() -> None:
         and any(t.startswith("agentexec.testing") for t in targets)
     }
     assert offenders == set()
+
+
+def test_import_agentexec_loads_neither_the_agents_sdk_nor_sqlalchemy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentexec as ax\n"
+        "light = sorted(m for m in ('agents', 'openai', 'sqlalchemy', 'celery.app') "
+        "if m in sys.modules)\n"
+        "ax.enqueue, ax.Base, ax.activity, ax.WorkerPool\n"
+        "producer = 'agents' in sys.modules\n"
+        "ax.OpenAIRunner\n"
+        "print(light, producer, 'agents' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # Light at import; still no Agents SDK for a producer; the runners load it on first use.
+    assert out.stdout.split() == ["[]", "False", "True"], out.stderr
