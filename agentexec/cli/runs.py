@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 #: Statuses that end a run.
 TERMINAL = ("COMPLETE", "ERROR", "CANCELED")
-#: Seconds between reads of the database, where the event log is not there.
+#: Seconds between reads of the database while the event log cannot be read.
 _DB_POLL = 0.5
+#: Seconds between reads of the database while following the event log.
+_DB_READ = 3.0
 
 id_argument = click.argument("agent_id", metavar="ID", callback=lambda _c, _p, v: parse_id(v))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
@@ -182,7 +184,14 @@ def tail(agent_id: uuid.UUID, app_module: str | None, timeout: float | None, as_
 
 
 def _tail(agent_id: uuid.UUID, printer: _TailPrinter, deadline: float | None) -> str | None:
-    """Print the run's events until it ends; its final status (None at the deadline)."""
+    """Print the run's events until it ends; its final status (None at the deadline).
+
+    Events come from the event log as they are appended, starting after what the database
+    shows. The database is read again every few seconds too (every half second while the
+    log cannot be read), for events that never reach the log (recorded while Redis was
+    unreachable) or are trimmed from it. An event seen on both sides has one position, so
+    it is printed once.
+    """
     import redis
     from sqlalchemy import select
     from sqlalchemy.orm import Session, selectinload
@@ -193,48 +202,51 @@ def _tail(agent_id: uuid.UUID, printer: _TailPrinter, deadline: float | None) ->
     from agentexec.runtime import get_runtime
 
     engine = activity_engine()
+    seen: set[int] = set()
 
-    def read_row() -> Activity | None:
+    def from_database() -> Activity:
+        """Print the log rows not printed yet; the run's row."""
         with Session(engine) as session:
             query = select(Activity).options(selectinload(Activity.logs))
-            return session.scalar(query.where(Activity.agent_id == agent_id))
+            row = session.scalar(query.where(Activity.agent_id == agent_id))
+        if row is None:
+            raise click.ClickException(f"no run {agent_id}")
+        for log in row.logs:
+            if log.seq not in seen:
+                seen.add(log.seq)
+                printer.line(
+                    log.created_at, log.status.value, log.completion_percentage, log.message
+                )
+        return row
 
-    row = read_row()
-    if row is None:
-        raise click.ClickException(f"no run {agent_id}")
-    seen: set[int] = set()
-    for log in row.logs:
-        seen.add(log.seq)
-        printer.line(log.created_at, log.status.value, log.completion_percentage, log.message)
+    row = from_database()
     if row.status.value in TERMINAL:
         return row.status.value
     # Start after what the row shows (or shortly before the run was created).
     after = row.last_seq or seq_of(f"{int(row.created_at.timestamp() * 1000) - 1000}-0")
     events = get_runtime().events
     follower = Follower(events.client(), events.key, {agent_id}, after=after)
-    try:
-        live = follower.exists()
-    except redis.RedisError:
-        live = False
+    next_read = time.monotonic() + _DB_READ
     while deadline is None or time.monotonic() < deadline:
-        if live:
-            batch: list[Event] = follower.read()
-            for event in batch:
-                if event.seq in seen:
-                    continue
-                printer.line(event.at, event.status.value, event.percentage, event.message)
-                if event.terminal:
-                    return event.status.value
-        else:
+        batch: list[Event] = []
+        try:
+            live = bool(follower.exists())
+            if live:
+                batch = follower.read()  # waits up to half a second for an event
+        except redis.RedisError:
+            live = False
+        if not live:
             time.sleep(_DB_POLL)
-            row = read_row()
-            assert row is not None
-            for log in row.logs:
-                if log.seq not in seen:
-                    seen.add(log.seq)
-                    printer.line(
-                        log.created_at, log.status.value, log.completion_percentage, log.message
-                    )
+        for event in batch:
+            if event.seq is None or event.seq in seen:
+                continue
+            seen.add(event.seq)
+            printer.line(event.at, event.status.value, event.percentage, event.message)
+            if event.terminal:
+                return event.status.value
+        if not live or time.monotonic() >= next_read:
+            next_read = time.monotonic() + _DB_READ
+            row = from_database()
             if row.status.value in TERMINAL:
                 return row.status.value
     return None

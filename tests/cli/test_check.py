@@ -117,3 +117,14 @@ def test_uses_the_database_of_the_worker_pool_module(
     assert sorted(p.name for p in app_dir.iterdir() if p.is_file()) == ["probeapp.py"]
     missing = _check(app_dir, env, "-A", "nosuchmodule")
     assert missing.returncode == 1 and "cannot import 'nosuchmodule'" in missing.stderr
+
+
+def test_the_probe_sweeps_with_the_apps_broker_options() -> None:
+    from agentexec.application import celery_defaults
+    from agentexec.cli.check import probe_transport_options
+    from agentexec.config import Settings
+
+    settings = Settings(queue_prefix="probe")
+    app_options = celery_defaults(settings)["broker_transport_options"]
+    probe = probe_transport_options(settings)
+    assert probe == {key: app_options[key] for key in probe}

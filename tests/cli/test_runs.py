@@ -7,6 +7,7 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
@@ -82,26 +83,37 @@ def test_tail_follows_a_running_agent_to_its_end(
     assert "Added 3 of 4" in human.output and "100%" in human.output
 
 
-def test_tail_reads_the_database_where_the_event_log_is_not_there(
-    agentexec_env: dict[str, str], agentexec_session: Session, cli: Any, sqlite_only: None
+@pytest.mark.parametrize("log", ["absent", "without-the-run"])
+def test_tail_reads_the_database_for_events_the_log_does_not_have(
+    agentexec_env: dict[str, str],
+    agentexec_session: Session,
+    cli: Any,
+    sqlite_only: None,
+    log: str,
 ) -> None:
     runtime = get_runtime()
+    runtime.stop_projector()  # it would create the log
+    client = runtime.events.client()
+    client.delete(runtime.events.key)
+    if log == "without-the-run":
+        runtime.events.append([Event(uuid.uuid4(), ax.Status.RUNNING, "someone else", 10)])
     agent_id = uuid.uuid4()
 
     def written(*events: Event) -> None:
+        # Recorded while the log was unreachable: SQL only.
         assert runtime.write([e.appended(clock_seq()) for e in events])
 
     written(Event(agent_id, ax.Status.QUEUED, "Task queued", kind=EventKind.QUEUED, task="t"))
     written(Event(agent_id, ax.Status.RUNNING, "halfway", 50))
-    assert not runtime.events.client().exists(runtime.events.key)
     outcome: dict[str, Any] = {}
     follower = threading.Thread(target=lambda: outcome.update(result=cli("tail", str(agent_id))))
     follower.start()
     written(Event(agent_id, ax.Status.ERROR, "it broke", kind=EventKind.ERROR))
-    follower.join(30)
+    follower.join(60)
     tailed = outcome["result"]
     assert tailed.exit_code == 1  # the run failed
     assert "halfway" in tailed.output and "it broke" in tailed.output
+    assert tailed.output.count("halfway") == 1
 
 
 def test_tail_gives_up_at_its_timeout(
