@@ -133,8 +133,13 @@ def _quickstart(directory: Path) -> None:
         (directory / name).write_text(code)
 
 
+@pytest.mark.parametrize(
+    "worker_command",
+    [["worker.py"], ["-m", "agentexec", "worker", "-A", "worker"]],
+    ids=["pool.run", "agentexec-worker"],
+)
 def test_the_quickstart_runs_as_written(
-    agentexec_redis_url: str, tmp_path: Path, sqlite_only: None
+    agentexec_redis_url: str, tmp_path: Path, sqlite_only: None, worker_command: list[str]
 ) -> None:
     _quickstart(tmp_path)
     with ScriptedOpenAIServer() as server:
@@ -148,7 +153,7 @@ def test_the_quickstart_runs_as_written(
             "PYTHONPATH": "",
         }
         worker = WorkerProcess(
-            [sys.executable, "worker.py"], env, tmp_path, tmp_path / "worker.log"
+            [sys.executable, *worker_command], env, tmp_path, tmp_path / "worker.log"
         )
         worker.start()
         try:
@@ -164,6 +169,8 @@ def test_the_quickstart_runs_as_written(
             worker.stop()
     assert out.returncode == 0, out.stdout + out.stderr + worker.log()
     assert "findings: Done: Research Acme" in out.stdout
+    # At the default log level a worker says it is ready, and logs each status report.
+    assert " ready." in worker.log() and "RUNNING 50%: Working on it" in worker.log()
     assert out.stdout.splitlines()[-4:] == [
         "QUEUED None Task queued",
         "RUNNING 0 Task started",
