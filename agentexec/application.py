@@ -34,6 +34,11 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         "result_expires": settings.result_expires,
+        # A result whose store fails (the broker's Redis restarting) is retried, not lost: a
+        # lost store would run the agent again on redelivery.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 20,
+        "result_backend_max_sleep_between_retries_ms": 2_000,
         # Two queues, HIGH drained first; nothing reserved beyond what can start now.
         "task_queues": declare_queues(settings),
         "task_default_queue": settings.low_queue,

@@ -7,16 +7,28 @@ and appends the event to the event log in one script: the event is appended only
 message was queued, and the publish costs no extra round trip. The event's position is left
 in the headers (`SEQ_HEADER`), where the recorder finds it to write the QUEUED row. The event
 header itself does not travel with the message.
+
+The same script keeps a copy of the message, under its delivery tag, until it is acknowledged
+(`<queue prefix>.messages`). kombu moves a message from its queue (BRPOP) to the unacknowledged
+hash in two steps; a worker killed between them would lose it. The reaper
+(`agentexec.delivery`) puts such a message back on its queue from its copy.
 """
 
 from __future__ import annotations
 
+import logging
+from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import dumps
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 
+from agentexec.config import get_settings
 from agentexec.events import seq_of
+
+logger = logging.getLogger(__name__)
 
 #: Header with the QUEUED event to append with the message: `{"key": ..., "fields": {...}}`.
 EVENT_HEADER = "agentexec_event"
@@ -25,17 +37,39 @@ SEQ_HEADER = "agentexec_seq"
 #: The `broker_transport` setting that selects this transport.
 TRANSPORT = "agentexec.broker:Transport"
 
-# KEYS: queue, stream. ARGV: message, then the event's fields as name, value pairs. An error
-# from LPUSH (a key of the wrong type, say) ends the script before the XADD.
+# KEYS: queue, stream, copies. ARGV: message, delivery tag, then the event's fields as name,
+# value pairs. An error from LPUSH (a key of the wrong type, say) ends the script at once.
 _PUBLISH = """
 redis.call('LPUSH', KEYS[1], ARGV[1])
-return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[3], ARGV[2], KEYS[1] .. '\\n' .. ARGV[1])
+return redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 """
+
+
+def copies_key() -> str:
+    """The hash of unacknowledged messages' copies: delivery tag -> `queue\nmessage`."""
+    return f"{get_settings().queue_prefix}.messages"
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS; acknowledging a message also drops its copy, in the same round trip."""
+
+    def ack(self, delivery_tag: str) -> None:
+        self._remove_from_indices(delivery_tag).hdel(copies_key(), delivery_tag).execute()  # type: ignore[attr-defined]
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            super().reject(delivery_tag, requeue=True)  # back on its queue: keep the copy
+            return
+        self._remove_from_indices(delivery_tag).hdel(copies_key(), delivery_tag).execute()  # type: ignore[attr-defined]
+        virtual.QoS.ack(self, delivery_tag)
 
 
 class Channel(kombu_redis.Channel):
     """A Redis channel that appends the QUEUED event of an agent message with it."""
 
+    QoS = QoS
     _publish_script: Any = None
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -50,13 +84,70 @@ class Channel(kombu_redis.Channel):
             queue, self._get_message_priority(plain, reverse=False)
         )
         fields = [part for pair in event["fields"].items() for part in pair]
+        tag = message["properties"]["delivery_tag"]
         with self.conn_or_acquire() as client:
             if self._publish_script is None:
                 self._publish_script = client.register_script(_PUBLISH)
             entry_id = self._publish_script(
-                keys=[key, event["key"]], args=[dumps(plain), *fields], client=client
+                keys=[key, event["key"], copies_key()],
+                args=[dumps(plain), tag, *fields],
+                client=client,
             )
         headers[SEQ_HEADER] = seq_of(entry_id)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """kombu's, except that a message it cannot read is set aside instead of stopping the
+        worker ("Unrecoverable error: JSONDecodeError")."""
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:  # type: ignore[attr-defined]
+                self.client.connection.disconnect()
+                raise
+            if not dest__item:
+                raise Empty()
+            dest, item = dest__item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)  # type: ignore[attr-defined]
+            message = _readable(item)
+            if message is None:
+                self._set_aside(dest, item)
+            else:
+                self.connection._deliver(message, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]  # kombu: the connection is idle
+
+    def _set_aside(self, queue: str, item: bytes) -> None:
+        key = dead_letters_key()
+        logger.error(
+            "refused a malformed message on queue %s (kept in the Redis list %s): %r",
+            queue,
+            key,
+            item[:200],
+        )
+        with self.conn_or_acquire() as client:
+            client.pipeline().lpush(key, item).ltrim(key, 0, 9_999).execute()
+
+
+def _readable(item: bytes) -> dict[str, Any] | None:
+    """The message in `item`, or None when it is not JSON shaped like a kombu message."""
+    try:
+        message = loads(bytes_to_str(item))
+    except ValueError:  # JSON and Unicode decoding errors alike
+        return None
+    if not isinstance(message, dict) or "body" not in message:
+        return None
+    properties = message.get("properties")
+    if not isinstance(properties, dict) or "delivery_tag" not in properties:
+        return None
+    return message
+
+
+def dead_letters_key() -> str:
+    """The list of messages no worker could read, newest first (the last 10,000)."""
+    return f"{get_settings().queue_prefix}.dead"
 
 
 class Transport(kombu_redis.Transport):

@@ -53,8 +53,49 @@ class Settings(BaseSettings):
     result_expires: int = 86_400
     """Seconds a result stays in the Redis result backend."""
 
-    visibility_timeout: int = 3_600
-    """Seconds before Redis redelivers an unacknowledged task. Keep it above the longest run."""
+    visibility_timeout: int = Field(default=120, ge=1)
+    """Seconds after which Redis gives a task whose worker stopped heartbeating to another
+    worker. A live worker keeps extending the visibility of the messages it holds (every
+    `heartbeat_interval`), so a run may last longer than this."""
+
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    """Seconds between a worker's heartbeats: it marks itself alive and extends the visibility
+    of every message it holds. Keep it well below `visibility_timeout`."""
+
+    max_deliveries: int = Field(default=3, ge=1)
+    """Deliveries of one attempt of a run, after which it is not run again: a run whose worker
+    died this many times (a poison agent) ends ERROR "worker lost N times"."""
+
+    reaper_interval: float = Field(default=15.0, gt=0)
+    """Seconds between sweeps of the reaper, which ends rows left QUEUED or RUNNING by a lost
+    message or worker. Such a row ends within about three times this."""
+
+    shutdown_timeout: float = Field(default=25.0, ge=0)
+    """Seconds a worker lets in-flight agents finish after SIGTERM. Then it cancels the rest
+    and requeues them at once, and exits within about 5 more seconds."""
+
+    model_retries: int = Field(default=3, ge=0)
+    """Retries of a run after a transient model error (rate limit, 5xx, timeout, connection
+    error), with exponential backoff and jitter. `@pool.task(..., retries=N)` overrides it."""
+
+    retry_backoff: float = Field(default=2.0, gt=0)
+    """Seconds of the first retry's backoff; it doubles with each retry (full jitter)."""
+
+    retry_backoff_max: float = Field(default=300.0, gt=0)
+    """Upper bound of one retry's backoff, in seconds."""
+
+    loop_block_warning: float = Field(default=1.0, ge=0)
+    """Seconds the shared event loop may be blocked before a warning names the agent that
+    blocked it, with its stack. 0 turns the watchdog off."""
+
+    max_context_bytes: int = Field(default=1_048_576, ge=1_024)
+    """Largest context accepted at enqueue, in bytes of JSON."""
+
+    max_result_timeout: float = Field(default=3_600.0, gt=0)
+    """Largest `timeout` that `get_result` accepts, in seconds."""
+
+    max_page_size: int = Field(default=500, ge=1)
+    """Largest `page_size` that `activity.list` accepts."""
 
     restore_interval: int = Field(default=10, ge=1)
     """Seconds between a worker's sweeps for tasks whose worker died (older than the
@@ -89,6 +130,12 @@ class Settings(BaseSettings):
     """Seconds an event may sit unacknowledged with a projector before another projector
     takes it over (its projector died). A live projector that waits for the database keeps
     its events."""
+
+    @property
+    def heartbeat_every(self) -> float:
+        """Seconds between heartbeats: `heartbeat_interval`, and at most a third of
+        `visibility_timeout`, so a live worker's messages are never redelivered."""
+        return min(self.heartbeat_interval, self.visibility_timeout / 3)
 
     @property
     def high_queue(self) -> str:

@@ -20,7 +20,7 @@ from agentexec.activity.queries import detail
 from agentexec.application import app
 from agentexec.db.models import ACTIVE, Status
 from agentexec.events import Event, EventKind, clock_seq
-from agentexec.exceptions import ActivityStoreError
+from agentexec.exceptions import ActivityStoreError, UnknownAgentError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 
@@ -32,7 +32,8 @@ async def cancel(agent_id: uuid.UUID | str, reason: str = "Canceled") -> bool:
     CANCELED row appears when the database is back.
 
     Raises:
-        KeyError: no run has this id.
+        UnknownAgentError: no run has this id (a KeyError).
+        InvalidAgentIdError: the id is not a UUID (a KeyError).
     """
     return await asyncio.to_thread(_cancel, parse_agent_id(agent_id), reason)
 
@@ -46,7 +47,7 @@ def _cancel(agent_id: uuid.UUID, reason: str) -> bool:
         status = None  # the database cannot say: cancel whatever state the run is in
     else:
         if activity is None:
-            raise KeyError(str(agent_id))
+            raise UnknownAgentError(agent_id)
         if activity.status not in ACTIVE:
             return False
         status = activity.status

@@ -4,6 +4,10 @@ AgentExecError
 ├── UnknownTaskError          (also a KeyError)
 ├── InvalidContextError       (also a ValueError)
 ├── InvalidAgentIdError       (also a KeyError)
+├── UnknownAgentError         (also a KeyError) no run has this id
+├── InvalidRequestError       (also a ValueError) a bad timeout, priority, page or size
+│   └── ContextTooLargeError  the context is over AGENTEXEC_MAX_CONTEXT_BYTES
+├── DeliveryLimitError        the run's worker died with it too often
 ├── ActivityStoreError        the activity database is misconfigured
 ├── BrokerUnavailableError    (also a ConnectionError) nothing could be queued
 └── TaskError
@@ -69,6 +73,56 @@ class InvalidAgentIdError(AgentExecError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class UnknownAgentError(AgentExecError, KeyError):
+    """No run has this id (it never existed, or its row and result have expired)."""
+
+    _fields = ("agent_id",)
+
+    def __init__(self, agent_id: object) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"no agent run has the id {agent_id}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidRequestError(AgentExecError, ValueError):
+    """An argument is out of its range: a timeout, a priority, a page or a page size."""
+
+    _fields: tuple[str, ...] = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class ContextTooLargeError(InvalidRequestError):
+    """The context is larger than `AGENTEXEC_MAX_CONTEXT_BYTES`; nothing was sent."""
+
+    _fields = ("task_name", "size", "limit")
+
+    def __init__(self, task_name: str, size: int, limit: int) -> None:
+        self.task_name = task_name
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"context of agent task {task_name!r} is {size} bytes of JSON, over the limit of "
+            f"{limit} (AGENTEXEC_MAX_CONTEXT_BYTES); pass a reference to large data instead"
+        )
+
+
+class DeliveryLimitError(AgentExecError):
+    """The run was delivered more than `AGENTEXEC_MAX_DELIVERIES` times: each time, its
+    worker died before it ended (a poison agent, such as one that runs out of memory)."""
+
+    _fields = ("agent_id", "lost")
+
+    def __init__(self, agent_id: str, lost: int) -> None:
+        self.agent_id = agent_id
+        self.lost = lost
+        super().__init__(f"worker lost {lost} times; run {agent_id} is not run again")
 
 
 class ActivityStoreError(AgentExecError):

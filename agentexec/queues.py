@@ -7,6 +7,7 @@ from enum import StrEnum
 from kombu import Exchange, Queue
 
 from agentexec.config import Settings
+from agentexec.exceptions import InvalidRequestError
 
 
 class Priority(StrEnum):
@@ -18,9 +19,20 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+def parse_priority(value: Priority | str) -> Priority:
+    """`value` as a Priority, or InvalidRequestError naming the valid ones."""
+    try:
+        return Priority(value)
+    except ValueError:
+        choices = ", ".join(repr(p.value) for p in Priority)
+        raise InvalidRequestError(
+            f"unknown priority {value!r}; expected one of {choices}"
+        ) from None
+
+
 def queue_name(priority: Priority | str, settings: Settings) -> str:
     """The broker queue that carries tasks of `priority`."""
-    return settings.high_queue if Priority(priority) is Priority.HIGH else settings.low_queue
+    return settings.high_queue if parse_priority(priority) is Priority.HIGH else settings.low_queue
 
 
 def declare_queues(settings: Settings) -> tuple[Queue, Queue]:

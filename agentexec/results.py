@@ -17,8 +17,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agentexec.application import app
+from agentexec.config import get_settings
 from agentexec.db.models import Activity, Status
-from agentexec.exceptions import ActivityStoreError, TaskCanceledError, TaskFailedError
+from agentexec.exceptions import (
+    ActivityStoreError,
+    InvalidRequestError,
+    TaskCanceledError,
+    TaskFailedError,
+    UnknownAgentError,
+)
 from agentexec.ids import parse_agent_id
 from agentexec.listener import ResultListener
 from agentexec.runtime import get_runtime
@@ -43,7 +50,10 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     """Wait up to `timeout` seconds for a run's return value, as JSON data.
 
     Raises:
-        KeyError: no run has this id (a malformed id included).
+        UnknownAgentError: no run has this id (a KeyError).
+        InvalidAgentIdError: the id is not a UUID (a KeyError).
+        InvalidRequestError: `timeout` is not above 0 and at most
+            `AGENTEXEC_MAX_RESULT_TIMEOUT` (a ValueError).
         TimeoutError: the run has not finished in time.
         TaskFailedError: the run raised; `reason` says what.
         TaskCanceledError: the run was revoked or canceled.
@@ -51,6 +61,11 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
     The result backend is the source of truth. The activity table only answers whether an
     id is known at all; while it is unreachable or missing, the wait goes on.
     """
+    limit = get_settings().max_result_timeout
+    if not 0 < timeout <= limit:
+        raise InvalidRequestError(
+            f"timeout must be above 0 and at most {limit:g} seconds, got {timeout!r}"
+        )
     key_id = str(parse_agent_id(agent_id))
     backend: Any = app.backend
     key = backend.get_key_for_task(key_id).decode()
@@ -77,7 +92,7 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
                     activity = None  # the database cannot say; the result backend will
                 else:
                     if activity is None and not known:
-                        raise KeyError(key_id)
+                        raise UnknownAgentError(key_id)
                 known = True
                 if activity is not None and activity[0] in (Status.CANCELED, Status.ERROR):
                     error = TaskCanceledError if activity[0] is Status.CANCELED else TaskFailedError

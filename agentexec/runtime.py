@@ -76,6 +76,8 @@ class Runtime:
         self._written_order: collections.deque[int] = collections.deque()
         #: The projector of this process, once started.
         self.projector: Projector | None = None
+        #: Agents cancelled by the shutdown timeout: their messages go back on the queue.
+        self.requeue_at_shutdown: set[str] = set()
 
     # The activity database
 

@@ -5,25 +5,33 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import random
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec.activity.recorder import ActivityRecorder, describe
 from agentexec.application import app as default_app
 from agentexec.config import get_settings, redact
-from agentexec.exceptions import BrokerUnavailableError, InvalidContextError, UnknownTaskError
+from agentexec.delivery import REQUEUED_AT_SHUTDOWN
+from agentexec.exceptions import (
+    BrokerUnavailableError,
+    ContextTooLargeError,
+    DeliveryLimitError,
+    InvalidContextError,
+    UnknownTaskError,
+)
 from agentexec.ids import parse_agent_id
-from agentexec.queues import Priority, queue_name
+from agentexec.queues import Priority, parse_priority, queue_name
 from agentexec.results import get_result
 from agentexec.runtime import get_runtime
 
@@ -96,6 +104,9 @@ class AgentTask(Task[Any, Any]):
         """
         context = self.validate_context(_single_context(self.name, args, kwargs))
         payload = context.model_dump(mode="json")
+        size, limit = len(to_json(payload)), get_settings().max_context_bytes
+        if size > limit:
+            raise ContextTooLargeError(self.name, size, limit)
         agent_id = parse_agent_id(task_id) if task_id is not None else uuid.uuid4()
         if priority is None or isinstance(priority, str):
             options.setdefault("queue", queue_name(priority or Priority.LOW, get_settings()))
@@ -129,26 +140,91 @@ class AgentTask(Task[Any, Any]):
         )
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        """Worker side: validate the context and run the agent on the shared loop."""
-        agent_id = str(self.request.id)
+        """Worker side: validate the context and run the agent on the shared loop.
+
+        A transient model error (see `is_transient`) retries the run with exponential backoff
+        and jitter, up to `retries` times; any other error fails it at once.
+        """
+        request = self.request
+        agent_id = str(request.id)
         recorder = ActivityRecorder.of(self.app)
+        if getattr(request, "agentexec_skip", False):
+            raise Ignore()  # delivered again after it finished: acknowledge it unrun
+        deliveries = getattr(request, "agentexec_deliveries", 0)
+        max_deliveries = get_settings().max_deliveries
+        if deliveries > max_deliveries:
+            lost = DeliveryLimitError(agent_id, deliveries - 1)
+            recorder.finished(self, lost)
+            raise lost
+        runtime = get_runtime()
         try:
             context = self.validate_context(_single_context(self.name, args, kwargs))
             coroutine = self.agent_fn(uuid.UUID(agent_id), context)
-            value = to_jsonable_python(get_runtime().loop.run(coroutine, key=agent_id))
+            label = f"agent {agent_id} (task {self.name})"
+            value = to_jsonable_python(runtime.loop.run(coroutine, key=agent_id, label=label))
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            if agent_id in runtime.requeue_at_shutdown:
+                runtime.requeue_at_shutdown.discard(agent_id)
+                recorder.requeued(self)
+                raise Reject(REQUEUED_AT_SHUTDOWN, requeue=True) from None
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
             raise Ignore() from None
         except Exception as exc:
+            delay = self._transient_retry_delay(exc)
+            if delay is not None:
+                recorder.finished(self, exc, retrying=True, delay=delay)
+                raise self.retry(exc=exc, countdown=delay, max_retries=self._retries()) from exc
             recorder.finished(self, exc, retrying=self._will_retry(exc))
             raise
         recorder.finished(self)
         return value
 
+    def _retries(self) -> int:
+        retries = getattr(self, "retries", None)
+        return get_settings().model_retries if retries is None else int(retries)
+
+    def _transient_retry_delay(self, exc: Exception) -> float | None:
+        """The backoff before retrying after `exc`; None when it is not retried this way."""
+        if not is_transient(exc) or isinstance(exc, tuple(getattr(self, "autoretry_for", ()))):
+            return None
+        attempt = self.request.retries or 0
+        if attempt >= self._retries():
+            return None
+        settings = get_settings()
+        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2**attempt)
+        delay = random.uniform(settings.retry_backoff, max(settings.retry_backoff, ceiling))
+        return min(settings.retry_backoff_max, max(delay, _retry_after(exc)))
+
     def _will_retry(self, exc: Exception) -> bool:
         retry_for = getattr(self, "autoretry_for", ())
         retries_left = self.max_retries is None or self.request.retries < self.max_retries
         return bool(retry_for) and isinstance(exc, tuple(retry_for)) and retries_left
+
+
+#: openai's errors worth a retry: the model provider is busy, failing or unreachable.
+_TRANSIENT = frozenset(
+    {"RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError"}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a transient model error: an `openai` rate limit (429), a 5xx response,
+    a timeout or a connection error. A 400, an auth failure or a validation error is not."""
+    return any(
+        cls.__module__.startswith("openai") and cls.__name__ in _TRANSIENT
+        for cls in type(exc).__mro__
+    )
+
+
+def _retry_after(exc: BaseException) -> float:
+    """Seconds the provider asked to wait (`Retry-After`), or 0."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return 0.0
+    try:
+        return max(0.0, float(headers.get("retry-after", 0)))
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def get_agent_task(name: str, app: Any = None) -> AgentTask:
@@ -191,7 +267,7 @@ async def enqueue(
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
     publish = functools.partial(
-        task.apply_async, (model,), task_id=task_id, priority=Priority(priority), **options
+        task.apply_async, (model,), task_id=task_id, priority=parse_priority(priority), **options
     )
     return await asyncio.get_running_loop().run_in_executor(get_runtime().publisher, publish)
 

@@ -273,7 +273,8 @@ async def test_killed_worker_loses_no_task(
     assert (await ax.get_result(task.agent_id, timeout=60))["label"] == "survivor"
     logs = _logs(agentexec_session, task.agent_id)
     assert ("RUNNING", "Task started") in logs
-    assert ("RUNNING", "Task started again (redelivered)") in logs
+    starts = [message for status, message in logs if status == "RUNNING"]
+    assert starts == ["Task started", "Task started again (delivery 2)"]  # no third run
     assert logs[-1] == ("COMPLETE", "Task completed")
     await ax.close_redis()
 
@@ -367,3 +368,19 @@ async def test_celery_call_on_a_fresh_sqlite_file_records_the_whole_run(
         ("COMPLETE", "Task completed"),
     ]
     assert "Traceback" not in worker.log()
+
+
+async def test_watchdog_names_the_agent_that_blocks_the_loop(
+    agentexec_worker: StartWorker, sqlite_only: None
+) -> None:
+    env = {**APP_ENV, "AGENTEXEC_LOOP_BLOCK_WARNING": "0.5"}
+    worker = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
+    beside = await ax.enqueue("sleep_agent", {"seconds": 0.2, "label": "beside"})
+    blocker = await ax.enqueue("blocking_agent", {"seconds": 2, "label": "blocker"})
+    assert (await ax.get_result(blocker.agent_id, timeout=30))["label"] == "blocker"
+    assert (await ax.get_result(beside.agent_id, timeout=30))["label"] == "beside"
+    log = wait_for(lambda: "answered again" in worker.log() and worker.log(), 10, "the warning")
+    warning = log[log.index("event loop blocked") :]
+    assert f"agent {blocker.agent_id} (task blocking_agent)" in warning.splitlines()[0]
+    assert "time.sleep(context.seconds)" in warning  # the blocking line, from the stack
+    await ax.close_redis()

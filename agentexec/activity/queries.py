@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from agentexec.activity.schemas import ActivityDetail, ActivityListItem, ActivityPage
+from agentexec.config import get_settings
 from agentexec.db import projection
 from agentexec.db.models import ACTIVE, Activity, Status
 from agentexec.events import Event, EventKind, clock_seq
-from agentexec.exceptions import InvalidAgentIdError
+from agentexec.exceptions import InvalidAgentIdError, InvalidRequestError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 
@@ -31,9 +32,17 @@ def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None
 
 
 def list(session: Session, page: int = 1, page_size: int = 20) -> ActivityPage:
-    """One page of runs, newest first. `page` starts at 1; `page_size` is capped at 500."""
-    page = max(page, 1)
-    page_size = min(max(page_size, 1), 500)
+    """One page of runs, newest first.
+
+    Raises:
+        InvalidRequestError: `page` is below 1, or `page_size` is below 1 or above
+            `AGENTEXEC_MAX_PAGE_SIZE` (500).
+    """
+    limit = get_settings().max_page_size
+    if page < 1:
+        raise InvalidRequestError(f"page must be 1 or more, got {page}")
+    if not 1 <= page_size <= limit:
+        raise InvalidRequestError(f"page_size must be between 1 and {limit}, got {page_size}")
     total = session.scalar(select(func.count()).select_from(Activity)) or 0
     rows = session.scalars(
         select(Activity)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Self
 from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec import revoked
+from agentexec import delivery, revoked
 from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
 from agentexec.db.models import Status
@@ -68,6 +68,7 @@ class ActivityRecorder:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
+        self._supervisor: delivery.Supervisor | None = None
 
     @classmethod
     def of(cls, app: Celery) -> ActivityRecorder:
@@ -91,6 +92,7 @@ class ActivityRecorder:
             (signals.task_unknown, self.on_task_unknown),
             (signals.worker_init, self.on_worker_init),
             (signals.worker_ready, self.on_worker_ready),
+            (signals.worker_shutting_down, self.on_worker_shutting_down),
             (signals.worker_shutdown, self.on_worker_shutdown),
             (signals.worker_process_shutdown, self.on_worker_process_shutdown),
         ):
@@ -154,14 +156,26 @@ class ActivityRecorder:
             return
         request = sender.request
         agent_id = parse_agent_id(task_id)
-        redelivered = (request.delivery_info or {}).get("redelivered")
+        deliveries = delivery.admit(self.app, task_id, request.retries or 0, request.hostname)
+        if deliveries is None:
+            # Delivered again after it finished (its ack was lost): acknowledge it unrun.
+            request.agentexec_skip = True
+            logger.warning("run %s delivered again after it finished; not run again", task_id)
+            return
+        request.agentexec_deliveries = deliveries
+        if deliveries > 1:
+            message = f"Task started again (delivery {deliveries})"
+        elif (request.delivery_info or {}).get("redelivered"):
+            message = "Task started again"
+        else:
+            message = "Task started"
         appender = get_runtime().appender
         request.agentexec_journal = appender.start_journal(agent_id)
         appender.submit(
             Event(
                 agent_id,
                 Status.RUNNING,
-                "Task started again (redelivered)" if redelivered else "Task started",
+                message,
                 0,
                 kind=EventKind.STARTED,
                 task=sender.name,
@@ -171,11 +185,17 @@ class ActivityRecorder:
 
     def on_task_postrun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
         if self.is_agent_task(sender) and task_id is not None:
+            delivery.release_delivery(task_id)
             journal = getattr(sender.request, "agentexec_journal", None)
             get_runtime().appender.end_journal(parse_agent_id(task_id), journal)
 
     def finished(
-        self, task: Any, error: BaseException | None = None, *, retrying: bool = False
+        self,
+        task: Any,
+        error: BaseException | None = None,
+        *,
+        retrying: bool = False,
+        delay: float | None = None,
     ) -> None:
         """Record a run's end from inside the task body, before Celery stores its result.
 
@@ -187,11 +207,20 @@ class ActivityRecorder:
         if error is None:
             self._end(task.request.id, Status.COMPLETE, "Task completed", 100, journal=journal)
         elif retrying:
-            message = f"Attempt failed, retrying: {describe(error)}"
+            after = f" in {delay:.1f}s" if delay is not None else ""
+            message = f"Attempt failed, retrying{after}: {describe(error)}"
             self._end(task.request.id, Status.QUEUED, message, journal=journal)
         else:
             self._end(task.request.id, Status.ERROR, describe(error), journal=journal)
         task.request.agentexec_recorded = True
+
+    def requeued(self, task: Any) -> None:
+        """Record a run cancelled by the shutdown timeout, whose message goes back on its queue."""
+        journal = getattr(task.request, "agentexec_journal", None)
+        self._end(task.request.id, Status.QUEUED, "Requeued at shutdown", journal=journal)
+        delivery.uncount_delivery(str(task.request.id), task.request.retries or 0)
+        task.request.agentexec_recorded = True
+        logger.warning("agent %s requeued at shutdown", task.request.id)
 
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
         if self.is_agent_task(sender) and not _recorded(sender):
@@ -249,6 +278,7 @@ class ActivityRecorder:
         if not self._is_mine(sender):
             return
         revoked.load(self.app)
+        logging.getLogger("celery.app.trace").addFilter(delivery.QuietRequeue())
         runtime = get_runtime()
         runtime.worker = getattr(sender, "hostname", None)
         try:
@@ -262,11 +292,23 @@ class ActivityRecorder:
             )
 
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
-        if self._is_mine(sender) and get_settings().projector:
+        """Start the heartbeat and reaper of this worker, and its projector."""
+        if not self._is_mine(sender):
+            return
+        self._supervisor = delivery.Supervisor(self.app, sender.hostname).start()
+        if get_settings().projector:
             get_runtime().start_projector()
+
+    def on_worker_shutting_down(self, how: str = "", **_: Any) -> None:
+        """SIGTERM: in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT`, then are requeued."""
+        if how == "Warm" and self._supervisor is not None:
+            delivery.ShutdownTimer(get_settings().shutdown_timeout).start()
 
     def on_worker_shutdown(self, sender: Any = None, **_: Any) -> None:
         if self._is_mine(sender):
+            if self._supervisor is not None:
+                self._supervisor.stop()
+                self._supervisor = None
             get_runtime().stop()
 
     def on_worker_process_shutdown(self, **_: Any) -> None:

@@ -33,6 +33,7 @@ from websockets.sync.client import connect
 from agentexec.activity.models import Activity, ActivityLog, utcnow
 from agentexec.runtime import get_runtime
 from agentexec.testing import ScriptedOpenAIServer, WorkerProcess, wait_for
+from agentexec.testing.openai_script import Reply, default_responder, last_user_text
 from agentexec.testing.plugin import StartWorker
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
@@ -371,3 +372,41 @@ def test_guide_tests_pass_unchanged(tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "2 passed" in output, output
     assert (project / "test.db").exists()
+
+
+def test_bad_input_gets_a_specific_status(guide_app: GuideApp) -> None:
+    """The example's handlers (errors.py) give each bad input its own status; the guide's
+    views are unchanged."""
+    app = guide_app
+
+    def respond(request: dict[str, Any]) -> Any:
+        if "Doomed" in last_user_text(request):
+            return Reply.failure(400, "Invalid parameter", error_type="invalid_request_error")
+        return default_responder(request)
+
+    app.server.responder = respond
+    app.start_worker()
+    # A failed run: 409 with its reason, not 500.
+    doomed = app.research("Doomed Inc")
+    app.wait_terminal(doomed)
+    response = app.http.get(f"/api/tasks/{doomed}/result")
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "TaskFailedError"
+    assert "Error code: 400" in response.json()["reason"]
+    # A timeout out of range: 422, even for an unknown id.
+    for timeout in (0, -5, 10**6):
+        response = app.http.get(f"/api/tasks/{uuid.uuid4()}/result", params={"timeout": timeout})
+        assert response.status_code == 422, (timeout, response.text)
+        assert "timeout must be above 0" in response.json()["detail"]
+    # An unknown priority: 422, and nothing is queued.
+    response = app.http.post("/api/tasks/research", json={"company": "X", "priority": "urgent"})
+    assert (response.status_code, response.json()["error"]) == (422, "InvalidRequestError")
+    # Pages out of range: 422.
+    for params in ({"page": 0}, {"page_size": 0}, {"page_size": 501}, {"page": -1}):
+        response = app.http.get("/api/activities", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"] == "InvalidRequestError"
+    # A body over the limit: 413 from the guard, and nothing is queued.
+    response = app.http.post("/api/tasks/research", content=b"x" * (1_048_576 + 1))
+    assert (response.status_code, response.json()["error"]) == (413, "BodyTooLarge")
+    assert app.http.get("/api/activities").json()["total"] == 1  # only the doomed run

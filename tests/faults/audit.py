@@ -25,6 +25,8 @@ class Audit:
     lost: int = 0
     #: Runs still QUEUED or RUNNING.
     stuck: int = 0
+    #: Runs whose body completed more than once (where the test can tell).
+    dup: int = 0
     #: Runs whose log is not QUEUED first, a finished status last, in log order.
     disordered: list[uuid.UUID] = field(default_factory=list)
 
@@ -33,7 +35,7 @@ class Audit:
         more = "".join(f" {k}={v}" for k, v in extra.items())
         return (
             f"fault={fault} sent={self.sent} complete={self.complete} error={self.error} "
-            f"lost={self.lost} stuck={self.stuck}{more}"
+            f"lost={self.lost} stuck={self.stuck} dup={self.dup}{more}"
         )
 
 

@@ -42,3 +42,8 @@ async def global_exception_handler(request: Request, exc: Exception):
             "detail": str(exc) if app.debug else "An error occurred"
         }
     )
+
+# Not in the guide: a specific answer to each bad input (see errors.py).
+from . import errors
+
+errors.install(app)

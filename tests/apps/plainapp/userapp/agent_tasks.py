@@ -31,6 +31,7 @@ class AgentContext(BaseModel):
     latency: float = Field(default=0.0, ge=0)
     max_turns: int = Field(default=10, ge=1)
     recovery: bool = False
+    prompt: str = "Research Acme"
 
 
 @function_tool(failure_error_function=None)
@@ -63,12 +64,12 @@ async def scripted_agent(agent_id: UUID, context: AgentContext) -> dict[str, obj
             model=os.environ.get("AGENT_MODEL", "gpt-4o"),
         )
         if context.scenario == "http":
-            result = await runner.run(agent, input="Research Acme", max_turns=context.max_turns)
+            result = await runner.run(agent, input=context.prompt, max_turns=context.max_turns)
             return {"final": result.final_output, "streamed_events": 0}
         events: list[str] = []
         streamed = await runner.run_streamed(
             agent,
-            input="Research Acme",
+            input=context.prompt,
             max_turns=context.max_turns,
             on_event=lambda event: events.append(event.type),
         )

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 from uuid import UUID
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
 import agentexec as ax
@@ -62,6 +64,36 @@ async def flaky_agent(agent_id: UUID, context: FlakyContext) -> dict[str, object
         marker.write_text("attempted")  # noqa: ASYNC240
         raise RuntimeError("first attempt fails")
     return {"attempts": 2}
+
+
+@pool.task("blocking_agent")
+async def blocking_agent(agent_id: UUID, context: SleepContext) -> dict[str, object]:
+    """Blocks the shared loop on purpose, for the watchdog."""
+    time.sleep(context.seconds)  # noqa: ASYNC251
+    return {"label": context.label}
+
+
+class FaultContext(BaseModel):
+    seconds: float = Field(default=3.0, ge=0)
+    reports: int = Field(default=3, ge=1)
+    #: SIGKILL the worker process (a poison agent, such as one that runs out of memory).
+    poison: bool = False
+
+
+@pool.task("fault_agent")
+async def fault_agent(agent_id: UUID, context: FaultContext) -> dict[str, object]:
+    """Paced reports; at the end, counts its completed runs in Redis (a side effect)."""
+    for step in range(context.reports):
+        await asyncio.sleep(context.seconds / context.reports)
+        if context.poison:
+            os.kill(os.getpid(), signal.SIGKILL)
+        ax.activity.update(agent_id, f"step {step + 1}", round(100 * (step + 1) / context.reports))
+    client = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    try:
+        await client.incr(f"{os.environ['AGENTEXEC_QUEUE_PREFIX']}.completed.{agent_id}")
+    finally:
+        await client.aclose()
+    return {"reports": context.reports, "pid": os.getpid()}
 
 
 if __name__ == "__main__":

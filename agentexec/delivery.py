@@ -1,0 +1,400 @@
+"""Delivery guarantees on the worker side, all kept in the broker's Redis.
+
+- **Delivery counts.** Each attempt of a run counts its deliveries
+  (`<prefix>.deliveries.<id>.<retry>`). A delivery past `AGENTEXEC_MAX_DELIVERIES` is not
+  run: its worker died that many times with it (a poison agent), so it ends ERROR
+  "worker lost N times" and its message is acknowledged. A delivery of a run that has already
+  finished is acknowledged unrun.
+- **Heartbeats.** Every `AGENTEXEC_HEARTBEAT_INTERVAL` a worker's main process marks itself
+  alive, lists the runs it holds (running, reserved or waiting for their ETA), and moves the
+  unacknowledged-message index entries of those messages to now. kombu redelivers a message
+  only when its entry is older than the visibility timeout, so a message is redelivered only
+  after its worker stopped heartbeating for `AGENTEXEC_VISIBILITY_TIMEOUT`, however long the
+  run takes.
+- **The reaper.** One worker at a time (a Redis lock) looks for QUEUED or RUNNING rows whose
+  message is nowhere: not on a queue, not unacknowledged, not held by a live worker, and
+  without a result. A row found so twice, `AGENTEXEC_REAPER_INTERVAL` apart, ends ERROR:
+  "worker lost" or "message lost (broker restarted without persistence?)".
+- **Shutdown.** After SIGTERM, in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT` seconds.
+  Those still running are then cancelled and their messages requeued at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import redis
+from celery import Celery, states
+from celery.exceptions import Reject
+from celery.worker import state as worker_state
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from agentexec.broker import copies_key
+from agentexec.config import Settings, get_settings
+from agentexec.db.models import ACTIVE, Activity, Status
+from agentexec.events import Event, EventKind, clock_seq
+from agentexec.exceptions import ActivityStoreError
+from agentexec.runtime import get_runtime
+
+logger = logging.getLogger(__name__)
+
+#: The task id in a message as kombu stores it on a queue or in the unacked hash.
+_MESSAGE_ID = re.compile(rb'"id": "([0-9a-fA-F-]{36})"')
+#: kombu's separator between a queue's name and its priority step, and the steps.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+#: Rows the reaper looks at per sweep, oldest first.
+_SWEEP_LIMIT = 5_000
+WORKER_LOST = "worker lost"
+MESSAGE_LOST = "message lost (broker restarted without persistence?)"
+MESSAGE_PUT_BACK = "Message put back on its queue (its worker died while taking it)"
+
+
+def _key(settings: Settings, *parts: str) -> str:
+    return ".".join((settings.queue_prefix, *parts))
+
+
+def _client() -> redis.Redis:
+    return get_runtime().events.client()
+
+
+# Delivery counts
+
+
+#: Held by a run on its last allowed delivery, so that such runs take their last chance one
+#: at a time in a process: a poison agent then dies alone, and the runs it killed before
+#: (on their own last delivery, waiting here uncounted) complete.
+_last_chance = threading.Lock()
+
+
+def admit(app: Celery, agent_id: str, retries: int, hostname: str | None) -> int | None:
+    """Count a delivery of this attempt of a run; None when it must not run (it finished).
+
+    A delivery while the same run is still running (here, or on another live worker, after a
+    broker outage made its message look abandoned) waits for that run first. A delivery that
+    would be the last allowed one waits for `_last_chance`, and holds it until
+    `release_delivery`. Returns 0 when Redis cannot count.
+    """
+    settings = get_settings()
+    key = _key(settings, "deliveries", agent_id, str(retries))
+    try:
+        client = _client()
+        before = int(client.get(key) or 0)
+        if before:
+            _wait_while_running(agent_id, hostname)
+            if has_finished(app, agent_id):
+                return None
+        if before + 1 >= settings.max_deliveries > 1:
+            _last_chance.acquire()
+            _holder.agent_id = agent_id
+        with client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, settings.result_expires)
+            count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("delivery of %s not counted: %s", agent_id, exc)
+        return 0
+    return int(count)
+
+
+def _wait_while_running(agent_id: str, hostname: str | None) -> None:
+    """Wait while this run runs in this process or is held by another live worker."""
+    settings = get_settings()
+    client = _client()
+    waited = False
+    while True:
+        running = get_runtime().loop.is_running(agent_id) or any(
+            client.sismember(_key(settings, "held", host), agent_id)
+            for host in live_workers(client, settings)
+            if host != hostname
+        )
+        if not running:
+            return
+        if not waited:
+            logger.warning("run %s delivered again while it still runs; waiting for it", agent_id)
+            waited = True
+        time.sleep(settings.heartbeat_every)
+
+
+def release_delivery(agent_id: str) -> None:
+    """The run that counted its delivery on this thread has ended."""
+    if getattr(_holder, "agent_id", None) == agent_id:
+        _holder.agent_id = None
+        _last_chance.release()
+
+
+_holder = threading.local()
+
+
+def uncount_delivery(agent_id: str, retries: int) -> None:
+    """Take back a delivery that ended cleanly without running out (requeued at shutdown)."""
+    key = _key(get_settings(), "deliveries", agent_id, str(retries))
+    try:
+        _client().decr(key)
+    except redis.RedisError as exc:
+        logger.warning("delivery of %s not uncounted: %s", agent_id, exc)
+
+
+def has_finished(app: Celery, agent_id: str) -> bool:
+    """Whether the result backend holds this run's final state."""
+    try:
+        return app.backend.get_state(agent_id) in states.READY_STATES
+    except Exception:  # the backend cannot say: run it, at-least-once
+        return False
+
+
+# Heartbeats and the reaper
+
+
+class Supervisor:
+    """A worker main process's heartbeat and reaper, on one daemon thread."""
+
+    def __init__(self, app: Celery, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agentexec-supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        """Start beating at once."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop, and tell the others this worker is gone."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        settings = get_settings()
+        try:
+            with _client().pipeline(transaction=True) as pipe:
+                pipe.hdel(_key(settings, "workers"), self.hostname)
+                pipe.delete(_key(settings, "held", self.hostname))
+                pipe.execute()
+        except redis.RedisError:
+            pass
+
+    def _run(self) -> None:
+        settings = get_settings()
+        next_sweep = time.monotonic() + settings.reaper_interval
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except redis.RedisError as exc:
+                logger.debug("heartbeat failed: %s", exc)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + settings.reaper_interval
+                try:
+                    Reaper(self.app).sweep()
+                except (redis.RedisError, SQLAlchemyError, ActivityStoreError) as exc:
+                    logger.debug("reaper sweep skipped: %s", exc)
+                except Exception:
+                    logger.exception("reaper sweep failed")
+            self._stop.wait(min(settings.heartbeat_every, settings.reaper_interval))
+
+    def beat(self) -> None:
+        """Mark this worker alive, list what it holds, and keep its messages invisible."""
+        settings = get_settings()
+        now = time.time()
+        held = [*worker_state.active_requests, *worker_state.reserved_requests]
+        ids = {str(request.id) for request in held}
+        tags = {
+            tag: now
+            for request in held
+            if (tag := getattr(getattr(request, "message", None), "delivery_tag", None))
+        }
+        ttl = max(1, round(3 * settings.heartbeat_every))
+        held_key = _key(settings, "held", self.hostname)
+        with _client().pipeline(transaction=True) as pipe:
+            pipe.hset(_key(settings, "workers"), self.hostname, now)
+            pipe.delete(held_key)
+            if ids:
+                pipe.sadd(held_key, *ids)
+                pipe.expire(held_key, ttl)
+            if tags:
+                pipe.zadd(_key(settings, "unacked_index"), tags, xx=True)
+            pipe.execute()
+
+
+def live_workers(client: redis.Redis, settings: Settings) -> list[str]:
+    """Workers that beat within three heartbeat intervals."""
+    horizon = time.time() - 3 * settings.heartbeat_every
+    beats: dict[bytes, bytes] = client.hgetall(_key(settings, "workers"))  # type: ignore[assignment]
+    return [host.decode() for host, at in beats.items() if float(at) >= horizon]
+
+
+def pending_ids(client: redis.Redis, settings: Settings) -> set[str]:
+    """Ids of every run whose message is on a queue, unacknowledged, or held by a live worker."""
+    found: set[str] = set()
+    for queue in (settings.high_queue, settings.low_queue):
+        for name in (queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)):
+            start = 0
+            while True:
+                chunk: list[bytes] = client.lrange(name, start, start + 999)  # type: ignore[assignment]
+                found.update(_ids_in(chunk))
+                if len(chunk) < 1000:
+                    break
+                start += 1000
+    unacked: list[bytes] = client.hvals(_key(settings, "unacked"))  # type: ignore[assignment]
+    found.update(_ids_in(unacked))
+    for host in live_workers(client, settings):
+        members: set[bytes] = client.smembers(_key(settings, "held", host))  # type: ignore[assignment]
+        found.update(m.decode() for m in members)
+    return found
+
+
+def _ids_in(messages: Iterable[bytes]) -> Iterable[str]:
+    for raw in messages:
+        match = _MESSAGE_ID.search(raw)
+        if match:
+            yield match.group(1).decode().lower()
+
+
+class Reaper:
+    """Ends the rows whose run can no longer end by itself."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def sweep(self) -> list[Event]:
+        """One sweep, if no other worker is sweeping; returns the events it recorded."""
+        settings = get_settings()
+        client = _client()
+        lock = _key(settings, "reaper", "lock")
+        if not client.set(lock, os.getpid(), nx=True, px=int(settings.reaper_interval * 900)):
+            return []
+        runtime = get_runtime()
+        grace = datetime.now(UTC) - timedelta(seconds=settings.reaper_interval)
+        with Session(runtime.engine) as session:
+            rows = session.execute(
+                select(Activity.agent_id, Activity.status, Activity.agent_type)
+                .where(Activity.status.in_(ACTIVE), Activity.updated_at < grace)
+                .order_by(Activity.updated_at)
+                .limit(_SWEEP_LIMIT)
+            ).all()
+        suspects_key = _key(settings, "reaper", "suspects")
+        if not rows:
+            client.delete(suspects_key)
+            return []
+        pending = pending_ids(client, settings)
+        missing = {
+            str(agent_id): (status, task)
+            for agent_id, status, task in rows
+            if str(agent_id) not in pending and not has_finished(self.app, str(agent_id))
+        }
+        now = time.time()
+        seen: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
+        confirmed = [
+            agent_id
+            for agent_id in missing
+            if float(seen.get(agent_id.encode(), now)) <= now - settings.reaper_interval * 0.9
+        ]
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(suspects_key)
+            for agent_id in missing:
+                if agent_id not in confirmed:
+                    pipe.hset(suspects_key, agent_id, seen.get(agent_id.encode(), now))
+            pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
+            pipe.execute()
+        return self._end(confirmed, missing)
+
+    def _end(self, ids: list[str], missing: dict[str, tuple[Status, str]]) -> list[Event]:
+        """Put back the messages that have a copy; end the other runs ERROR."""
+        if not ids:
+            return []
+        runtime = get_runtime()
+        copies = _copies(_client(), set(ids))
+        events = []
+        for agent_id in ids:
+            status, task = missing[agent_id]
+            copy = copies.get(agent_id)
+            if copy is not None:
+                queue, _, message = copy.partition(b"\n")
+                _client().rpush(queue, message)  # at the head: it has waited its turn
+                logger.warning("run %s (%s): its worker died while taking its message; "
+                               "message put back on its queue", agent_id, task)  # fmt: skip
+                event = Event(uuid.UUID(agent_id), Status.QUEUED, MESSAGE_PUT_BACK,
+                              kind=EventKind.RETRY, task=task)  # fmt: skip
+                events.append(event)
+                continue
+            reason = WORKER_LOST if status is Status.RUNNING else MESSAGE_LOST
+            logger.warning("run %s (%s) was %s: %s; ended ERROR", agent_id, task, status, reason)
+            events.append(
+                Event(uuid.UUID(agent_id), Status.ERROR, reason, kind=EventKind.ERROR, task=task)
+            )
+            if not has_finished(self.app, agent_id):
+                self.app.backend.mark_as_failure(agent_id, RuntimeError(reason))
+        try:
+            events = runtime.events.append(events)
+        except redis.RedisError:
+            events = [event.appended(clock_seq()) for event in events]
+        runtime.write(events)
+        return events
+
+
+def _copies(client: redis.Redis, ids: set[str]) -> dict[str, bytes]:
+    """The kept copies (`queue\nmessage`) of the messages of runs `ids`."""
+    found: dict[str, bytes] = {}
+    for _tag, value in client.hscan_iter(copies_key(), count=1000):
+        match = _MESSAGE_ID.search(value)
+        if match and (agent_id := match.group(1).decode().lower()) in ids:
+            found[agent_id] = value
+    return found
+
+
+# Shutdown
+
+
+REQUEUED_AT_SHUTDOWN = "requeued at shutdown"
+
+
+class QuietRequeue(logging.Filter):
+    """Drops the traceback Celery logs with a rejected task, for runs requeued at shutdown:
+    they are an expected part of a shutdown, logged once by agentexec."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Reject) and REQUEUED_AT_SHUTDOWN in str(exc):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+class ShutdownTimer:
+    """After SIGTERM: wait `AGENTEXEC_SHUTDOWN_TIMEOUT`, then requeue what still runs."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._thread = threading.Thread(target=self._run, name="agentexec-shutdown", daemon=True)
+
+    def start(self) -> None:
+        """Start counting (from a signal handler: it only starts a thread)."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        runtime = get_runtime()
+        if runtime.loop.wait_idle(self.timeout):
+            return
+        keys = runtime.loop.running_keys()
+        logger.warning(
+            "shutdown timeout (%ss): cancelling %d agent(s) still running, to requeue them",
+            self.timeout,
+            len(keys),
+        )
+        for key in keys:
+            runtime.requeue_at_shutdown.add(key)
+            runtime.loop.cancel(key)
+        if runtime.loop.wait_idle(4.0):
+            return
+        logger.error("agents did not stop within 4s of their cancellation: cold shutdown")
+        os.kill(os.getpid(), signal.SIGQUIT)
