@@ -109,7 +109,9 @@ def _variable(name: str) -> str:
 
 
 def _shown(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def test_the_settings_table_lists_every_setting_with_its_default() -> None:
