@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agentexec.demo import company_names
+from agentexec.testing import wait_for
 
 
 def _demo_env(mark: str, **extra: str) -> dict[str, str]:
@@ -51,14 +52,21 @@ def _left_behind(mark: str) -> list[str]:
 
 @pytest.fixture
 def mark() -> Iterator[str]:
-    """Marks the demo's processes; fails the test if one outlives it (and kills it)."""
+    """Marks the demo's processes; fails the test if one outlives it (and kills it).
+
+    A demo that exits on its own has stopped its children before: the tests check that at
+    once. This is the net for a test that failed halfway, whose children got their death
+    signal from the kernel and may take a moment to go.
+    """
     value = uuid.uuid4().hex
     yield value
-    left = _left_behind(value)
-    if left:
-        for line in _pids(value):
-            os.kill(line, signal.SIGKILL)
-    assert left == []
+    try:
+        wait_for(lambda: not _left_behind(value), 30, "the demo's children to exit")
+    except TimeoutError:
+        left = _left_behind(value)
+        for pid in _pids(value):
+            os.kill(pid, signal.SIGKILL)
+        assert left == []
 
 
 def _pids(mark: str) -> list[int]:
@@ -75,10 +83,13 @@ def _pids(mark: str) -> list[int]:
 
 
 def _demo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The demo, run in `cwd/here`, keeping its directory under `cwd/tmp`."""
+    for name in ("here", "tmp"):
+        (cwd / name).mkdir(exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "agentexec", "demo", *args],
-        cwd=cwd,
-        env=env,
+        cwd=cwd / "here",
+        env={**env, "TMPDIR": str(cwd / "tmp")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -112,8 +123,9 @@ def test_demo_runs_from_any_directory_on_embedded_redis(tmp_path: Path, mark: st
     for name in company_names(3):  # the results
         assert f"{name}: offline summary covering products, funding" in out
     assert "Worker:    starting demo@" in out
-    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+    assert list((tmp_path / "here").iterdir()) == []  # nothing written where it ran
     kept = next(line for line in out.splitlines() if line.startswith("Kept:"))
+    assert Path(kept.split()[1]).parent == tmp_path / "tmp"
     assert (Path(kept.split()[1]) / "worker.log").exists()
 
 
@@ -131,17 +143,19 @@ def test_ctrl_c_at_any_moment_leaves_no_process(
 ) -> None:
     if "--flower-port" in args:
         args = ("--flower", "--flower-port", str(_free_port()))
-    env = _demo_env(mark, RESEARCH_SCRIPTED_LATENCY="2")
-    demo = _demo("--agents", "4", *args, cwd=tmp_path, env=env)
+    # With Flower, the moment comes once the agents are done: one quick agent.
+    flower = "--flower" in args
+    env = _demo_env(mark, RESEARCH_SCRIPTED_LATENCY="0.2" if flower else "2")
+    agents = "1" if flower else "4"
+    demo = _demo("--agents", agents, *args, cwd=tmp_path, env=env)
     try:
-        _read_until(demo, moment)
+        seen = _read_until(demo, moment)
         assert _pids(mark)  # there are children to stop
-        os.killpg(demo.pid, signal.SIGINT)
-        out, _ = demo.communicate(timeout=60)
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-    assert demo.returncode == 130, out
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl+C, as a terminal sends it
+        out, _ = demo.communicate(timeout=90)
+    assert _left_behind(mark) == []  # at once: the demo waited for its children
+    assert demo.returncode == 130, seen + out
     assert "Interrupted" in out and "Traceback" not in out
 
 
