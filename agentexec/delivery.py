@@ -88,22 +88,29 @@ def admit(app: Celery, agent_id: str, retries: int, hostname: str | None) -> int
     settings = get_settings()
     key = _key(settings, "deliveries", agent_id, str(retries))
     try:
-        client = _client()
-        before = int(client.get(key) or 0)
-        if before:
+        count = _incr(key, settings.result_expires, 1)
+        if count > 1:
             _wait_while_running(agent_id, hostname)
             if has_finished(app, agent_id):
                 return None
-        if before + 1 >= settings.max_deliveries > 1:
-            _last_chance.acquire()
+        if count >= settings.max_deliveries > 1:
+            if not _last_chance.acquire(blocking=False):
+                # Another run takes its last chance here: wait for it, uncounted.
+                _incr(key, settings.result_expires, -1)
+                _last_chance.acquire()
+                count = _incr(key, settings.result_expires, 1)
             _holder.agent_id = agent_id
-        with client.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, settings.result_expires)
-            count, _ = pipe.execute()
     except redis.RedisError as exc:
         logger.warning("delivery of %s not counted: %s", agent_id, exc)
         return 0
+    return count
+
+
+def _incr(key: str, ttl: int, by: int) -> int:
+    with _client().pipeline(transaction=True) as pipe:
+        pipe.incrby(key, by)
+        pipe.expire(key, ttl)
+        count, _ = pipe.execute()
     return int(count)
 
 

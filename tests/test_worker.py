@@ -297,7 +297,7 @@ async def test_prefork_pool_and_a_lost_child(
     wait_for(lambda: _status(agentexec_session, doomed.agent_id) is ax.Status.COMPLETE, 10, "done")
     messages = [m for _, m in _logs(agentexec_session, doomed.agent_id)]
     assert messages.count("Task completed") == 1
-    assert "Task started again (redelivered)" in messages
+    assert "Task started again (delivery 2)" in messages
 
 
 def _children(pid: int) -> list[str]:

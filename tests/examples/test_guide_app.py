@@ -58,7 +58,7 @@ class ApiProcess(WorkerProcess):
         super().__init__(argv, env, SRC, log_path)
 
     def start(
-        self, ready_timeout: float = 30.0, ready: Callable[[], bool] | None = None
+        self, ready_timeout: float = 90.0, ready: Callable[[], bool] | None = None
     ) -> ApiProcess:
         super().start(ready_timeout, ready or self._answers)
         return self

@@ -321,14 +321,18 @@ async def test_transient_model_errors_retry_with_backoff(agentexec_worker: Start
         contexts = [{"scenario": "http", "prompt": f"task {i}"} for i in range(4)]
         contexts.append({"scenario": "http", "prompt": "bad request"})
         handles = await asyncio.gather(*(ax.enqueue("scripted_agent", c) for c in contexts))
+        once = await ax.enqueue("scripted_agent_once", {"scenario": "http", "prompt": "once"})
         ids = [h.agent_id for h in handles]
         for handle, context in zip(handles[:4], contexts, strict=False):
             result = await ax.get_result(handle.agent_id, timeout=90)
             assert result["final"] == f"Done: {context['prompt']}"
         with pytest.raises(ax.TaskFailedError, match="Error code: 400"):
             await ax.get_result(ids[-1], timeout=30)
-        audit = await asyncio.to_thread(_report, "transient-model-errors", ids)
-    assert (audit.complete, audit.error) == (4, 1)
+        with pytest.raises(ax.TaskFailedError, match="Rate limit"):
+            await ax.get_result(once.agent_id, timeout=30)  # retries=0: no retry of its own
+        audit = await asyncio.to_thread(_report, "transient-model-errors", [*ids, once.agent_id])
+    assert (audit.complete, audit.error) == (4, 2)
+    assert not [m for _, m in _logs(once.agent_id) if "retrying" in m]
     for agent_id in ids[:4]:
         retries = [m for s, m in _logs(agent_id) if m.startswith("Attempt failed, retrying in")]
         assert len(retries) == 2, _logs(agent_id)

@@ -78,3 +78,9 @@ async def scripted_agent(agent_id: UUID, context: AgentContext) -> dict[str, obj
                   tools=tools, model=model)  # fmt: skip
     result = await runner.run(agent, input="go", max_turns=context.max_turns)
     return {"final": result.final_output, "streamed_events": 0}
+
+
+@pool.task("scripted_agent_once", retries=0)
+async def scripted_agent_once(agent_id: UUID, context: AgentContext) -> dict[str, object]:
+    """The same agent, with no retry after a transient model error (`retries=0`)."""
+    return await scripted_agent.agent_fn(agent_id, context)
