@@ -6,19 +6,23 @@ Redis waits with `wait_for`, and the test helpers re-export them for tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["WorkerProcess", "celery_worker_argv", "wait_for"]
 
 READY_MARK = " ready."
+#: Signals `interrupts_deferred` holds back.
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 class WorkerProcess:
@@ -53,7 +57,7 @@ class WorkerProcess:
         self, ready_timeout: float = 60.0, ready: Callable[[], bool] | None = None
     ) -> WorkerProcess:
         """Start the process and wait until `ready()` (default: Celery says it is ready)."""
-        with self.log_path.open("wb") as log:
+        with interrupts_deferred(), self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -114,6 +118,28 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         return process.wait(10)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl+C (and SIGTERM) back until the block ends, then raise KeyboardInterrupt.
+
+    Around starting a child: an interrupt that lands after the fork but before `Popen`
+    returns would leave a running child that nothing holds a handle to, so nothing stops.
+    Only in the main thread (signal handlers live there); elsewhere it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, f: held.append(s)) for sig in _DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def terminate_with_parent() -> None:
