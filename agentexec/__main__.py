@@ -2,4 +2,4 @@
 
 from agentexec.cli import main
 
-main()
+main(prog_name="agentexec")

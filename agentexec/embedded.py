@@ -14,7 +14,7 @@ from types import TracebackType
 
 import redis
 
-from agentexec.processes import wait_for
+from agentexec.processes import interrupts_deferred, terminate_with_parent, wait_for
 
 
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
@@ -59,7 +59,22 @@ class EmbeddedRedis:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> str:
-        self._process = subprocess.Popen(
+        try:
+            with interrupts_deferred():
+                self._process = process = self._spawn()
+            wait_for(
+                lambda: redis_answers(self.url, 0.2),
+                15,
+                "embedded Redis",
+                abort=lambda: process.poll() is not None,
+            )
+        except BaseException:  # Ctrl+C included: __exit__ does not run when __enter__ fails
+            self.__exit__(None, None, None)
+            raise
+        return self.url
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 _redis_server_binary(),
                 "--bind", "127.0.0.1",
@@ -71,15 +86,8 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=terminate_with_parent,  # never outlives the process that started it
         )  # fmt: skip
-        process = self._process
-        wait_for(
-            lambda: redis_answers(self.url, 0.2),
-            15,
-            "embedded Redis",
-            abort=lambda: process.poll() is not None,
-        )
-        return self.url
 
     def __exit__(
         self,

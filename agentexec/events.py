@@ -120,8 +120,8 @@ def seq_of(entry_id: bytes | str) -> int:
     return (int(ms) << _SEQ_BITS) | min(int(n or 0), _SEQ_MASK)
 
 
-def entry_id(seq: int) -> str:
-    """The stream entry id of position `seq` (the inverse of `seq_of`)."""
+def entry_id_of(seq: int) -> str:
+    """The stream entry id at log position `seq` (the inverse of `seq_of`)."""
     return f"{seq >> _SEQ_BITS}-{seq & _SEQ_MASK}"
 
 

@@ -26,7 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from agentexec.config import get_settings
-from agentexec.events import PROJECTOR_GROUP, Event, entry_id, seq_of, stream_key
+from agentexec.events import PROJECTOR_GROUP, Event, entry_id_of, seq_of, stream_key
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ class EventHub:
     async def read_range(self, after: int, upto: int) -> list[Event]:
         """The events after position `after` up to `upto` included, oldest first."""
         events: list[Event] = []
-        start = f"({entry_id(after)}"
-        end = entry_id(upto)
+        start = f"({entry_id_of(after)}"
+        end = entry_id_of(upto)
         while True:
             entries: Any = await self.client.xrange(self.key, start, end, count=_COUNT)
             for raw_id, fields in entries:

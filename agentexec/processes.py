@@ -6,19 +6,23 @@ Redis waits with `wait_for`, and the test helpers re-export them for tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["WorkerProcess", "celery_worker_argv", "wait_for"]
 
 READY_MARK = " ready."
+#: Signals `interrupts_deferred` holds back.
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 class WorkerProcess:
@@ -29,12 +33,21 @@ class WorkerProcess:
         env: the whole environment of the process.
         cwd: where to start it.
         log_path: where its stdout and stderr go.
+        die_with_parent: on Linux, have the kernel SIGTERM the process when this one dies,
+            even by SIGKILL (the demo uses it; tests stop their workers themselves).
     """
 
     def __init__(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        log_path: Path,
+        *,
+        die_with_parent: bool = False,
     ) -> None:
         self.argv = list(argv)
+        self.die_with_parent = die_with_parent
         self.env = dict(env)
         self.cwd = cwd
         self.log_path = log_path
@@ -44,7 +57,7 @@ class WorkerProcess:
         self, ready_timeout: float = 60.0, ready: Callable[[], bool] | None = None
     ) -> WorkerProcess:
         """Start the process and wait until `ready()` (default: Celery says it is ready)."""
-        with self.log_path.open("wb") as log:
+        with interrupts_deferred(), self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
@@ -53,6 +66,7 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=terminate_with_parent if self.die_with_parent else None,
             )
         wait_for(
             ready or (lambda: READY_MARK in self.log()),
@@ -104,6 +118,40 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         return process.wait(10)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl+C (and SIGTERM) back until the block ends, then raise KeyboardInterrupt.
+
+    Around starting a child: an interrupt that lands after the fork but before `Popen`
+    returns would leave a running child that nothing holds a handle to, so nothing stops.
+    Only in the main thread (signal handlers live there); elsewhere it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, f: held.append(s)) for sig in _DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        raise KeyboardInterrupt
+
+
+def terminate_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when its parent dies (Linux).
+
+    "Parent" is the thread that started it: start such children from the main thread.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def celery_worker_argv(*extra: str, app: str = "agentexec", name: str = "test") -> list[str]:

@@ -19,19 +19,19 @@ APP_SRC = ROOT / "examples" / "fastapi_app" / "src"
 
 
 def _settings_names() -> set[str]:
-    names = {"REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "FLOWER_UNAUTHENTICATED_API"}
+    names = {"REDIS_URL", "DATABASE_URL", "OPENAI_API_KEY", "FLOWER_BASIC_AUTH"}
     names |= {f"AGENTEXEC_{field.upper()}" for field in Settings.model_fields}
     return names
 
 
 def test_every_service_is_there_and_depends_on_existing_ones() -> None:
-    assert {"api", "worker", "flower", "db", "redis"} <= set(SERVICES)
+    assert {"migrate", "api", "worker", "flower", "db", "redis"} <= set(SERVICES)
     for service in SERVICES.values():
         assert set(service.get("depends_on", {})) <= set(SERVICES)
 
 
 def test_environment_uses_only_settings_agentexec_reads() -> None:
-    for name in ("api", "worker", "flower"):
+    for name in ("migrate", "api", "worker", "flower"):
         env = SERVICES[name]["environment"]
         assert set(env) <= _settings_names(), name
         assert env["REDIS_URL"].startswith("redis://redis:")
@@ -61,7 +61,16 @@ def test_commands_point_at_modules_that_exist() -> None:
         assert flower[:4] == ["celery", "-A", "agentexec", "flower"]
     finally:
         sys.path.remove(str(APP_SRC))
-    for name in ("api", "worker", "flower"):
+    migrate = shlex.split(SERVICES["migrate"]["command"])
+    assert migrate == ["agentexec", "db", "upgrade", "-A", worker[2]]
+    for name in ("api", "worker"):
+        probe = SERVICES[name]["healthcheck"]["test"]
+        assert probe[1:5] == ["agentexec", "check", "-A", worker[2]]
+        assert SERVICES[name]["depends_on"]["migrate"]["condition"] == (
+            "service_completed_successfully"
+        )
+    assert "--allow-no-workers" in SERVICES["api"]["healthcheck"]["test"]
+    for name in ("migrate", "api", "worker", "flower"):
         assert SERVICES[name]["build"] == "."
         workdir = SERVICES[name]["working_dir"]
         assert workdir == "/app/examples/fastapi_app/src"
@@ -71,3 +80,24 @@ def test_commands_point_at_modules_that_exist() -> None:
 def test_published_ports() -> None:
     assert SERVICES["api"]["ports"] == ["8000:8000"]
     assert SERVICES["flower"]["ports"] == ["5555:5555"]
+
+
+def test_flower_requires_basic_auth_from_the_environment() -> None:
+    env = SERVICES["flower"]["environment"]
+    # `${VAR:?message}`: compose refuses to start without it.
+    assert env["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    for service in SERVICES.values():
+        assert "FLOWER_UNAUTHENTICATED_API" not in service.get("environment", {})
+        assert "unauthenticated" not in str(service.get("command", "")).lower()
+
+
+def test_redis_and_postgres_keep_their_data_in_named_volumes() -> None:
+    volumes = set(COMPOSE["volumes"])
+
+    def mounts(service: str) -> dict[str, str]:
+        pairs = (entry.split(":", 1) for entry in SERVICES[service]["volumes"])
+        return {target: source for source, target in pairs}
+
+    assert mounts("redis")["/data"] in volumes
+    assert "--appendonly yes" in SERVICES["redis"]["command"]
+    assert mounts("db")["/var/lib/postgresql/data"] in volumes

@@ -99,7 +99,8 @@ def test_shipped_code_does_not_import_the_testing_package() -> None:
     offenders = {
         module
         for module, targets in graph.items()
-        if not module.startswith("agentexec.testing")
+        # The demo's agent runs on the scripted offline model, as users' tests do.
+        if not module.startswith(("agentexec.testing", "agentexec.demo"))
         and any(t.startswith("agentexec.testing") for t in targets)
     }
     assert offenders == set()
@@ -111,8 +112,26 @@ def test_importing_agentexec_loads_no_web_framework() -> None:
     import sys
 
     code = (
-        "import sys, agentexec; "
+        "import sys, agentexec as ax; ax.enqueue, ax.watch, ax.activity; "
         "loaded = {'fastapi', 'agentexec.web', 'starlette'} & set(sys.modules); "
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_import_agentexec_loads_neither_the_agents_sdk_nor_sqlalchemy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agentexec as ax\n"
+        "light = sorted(m for m in ('agents', 'openai', 'sqlalchemy', 'celery.app') "
+        "if m in sys.modules)\n"
+        "ax.enqueue, ax.Base, ax.activity, ax.WorkerPool\n"
+        "producer = 'agents' in sys.modules\n"
+        "ax.OpenAIRunner\n"
+        "print(light, producer, 'agents' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # Light at import; still no Agents SDK for a producer; the runners load it on first use.
+    assert out.stdout.split() == ["[]", "False", "True"], out.stderr

@@ -1,4 +1,4 @@
-"""Everything the guide and SEED_API promise is exported, and nothing in __all__ is missing."""
+"""Everything the guide promises is exported, and nothing in __all__ is missing."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ it to Redis. Nothing here waits on I/O, so agents call it from the shared event 
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from agentexec.activity.signals import status_reported
@@ -15,12 +16,16 @@ from agentexec.events import Event, EventKind
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 
+logger = logging.getLogger(__name__)
+
 
 def report(
     agent_id: uuid.UUID, message: str, percentage: int | None, status: Status = Status.RUNNING
 ) -> None:
     """Record a validated status report, without blocking."""
     runtime = get_runtime()
+    done = "" if percentage is None else f" {percentage}%"
+    logger.info("Agent %s %s%s: %s", agent_id, status.value, done, message)
     runtime.appender.submit(
         Event(agent_id, status, message, percentage, kind=EventKind.REPORT, worker=runtime.worker)
     )

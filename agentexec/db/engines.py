@@ -114,7 +114,7 @@ def prepare(engine: Engine) -> None:
             raise ActivityStoreError(
                 _safe(engine),
                 f"missing tables {', '.join(sorted(missing))} and AGENTEXEC_CREATE_TABLES is "
-                "off: run `agentexec create-tables` or your migrations",
+                "off: run `agentexec db upgrade` (or `agentexec create-tables`)",
             )
         Base.metadata.create_all(engine)
     except SQLAlchemyError as exc:

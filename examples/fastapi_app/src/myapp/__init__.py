@@ -1,1 +1,1 @@
-"""The FastAPI integration guide's example project (docs: fastapi-integration-guide.md)."""
+"""The FastAPI integration guide's example project: its snippets, runnable."""

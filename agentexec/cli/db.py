@@ -1,0 +1,96 @@
+"""`agentexec db ...`: the activity tables' schema, through the migrations agentexec ships."""
+
+from __future__ import annotations
+
+import click
+
+from agentexec.cli.common import app_option, load_app
+
+
+@click.group()
+def db() -> None:
+    """Migrate the activity tables (Alembic migrations shipped with agentexec).
+
+    \b
+    Examples:
+      agentexec db upgrade -A myapp.worker
+      agentexec db current
+    """
+
+
+@db.command()
+@app_option
+@click.option("--revision", default="head", show_default=True, help="The revision to reach.")
+def upgrade(app_module: str | None, revision: str) -> None:
+    """Bring the activity tables up to date (create them on an empty database).
+
+    Tables made by `ax.Base.metadata.create_all` (or created on first use) that match
+    this version's models are recorded as up to date first.
+
+    \b
+    Example:
+      DATABASE_URL=postgresql+psycopg://app@db/app agentexec db upgrade
+    """
+    from agentexec.migrations import MigrationError
+    from agentexec.migrations import upgrade as run_upgrade
+
+    load_app(app_module)
+    try:
+        before, after = run_upgrade(revision)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if before == after:
+        click.echo(f"activity tables already at {after}")
+    else:
+        click.echo(f"activity tables upgraded: {before or 'empty'} -> {after}")
+
+
+@db.command()
+@app_option
+def current(app_module: str | None) -> None:
+    """Print the revision the activity tables are at.
+
+    \b
+    Example:
+      agentexec db current -A myapp.worker
+    """
+    from agentexec.migrations import current_revision, head_revision
+
+    load_app(app_module)
+    revision = current_revision()
+    click.echo(f"{revision or 'none'} (head: {head_revision()})")
+
+
+@db.command()
+@app_option
+@click.argument("revision")
+def stamp(app_module: str | None, revision: str) -> None:
+    """Record that the tables are at REVISION without changing them.
+
+    \b
+    Example:
+      agentexec db stamp 0001
+    """
+    from agentexec.migrations import stamp as run_stamp
+
+    load_app(app_module)
+    run_stamp(revision)
+    click.echo(f"activity tables stamped at {revision}")
+
+
+@click.command("create-tables")
+@app_option
+def create_tables(app_module: str | None) -> None:
+    """Create the activity tables that are missing, without migrations (idempotent).
+
+    \b
+    Example:
+      agentexec create-tables -A myapp.worker
+    """
+    from agentexec.db.models import Base
+    from agentexec.runtime import get_runtime
+
+    load_app(app_module)
+    engine = get_runtime().engine
+    Base.metadata.create_all(engine)
+    click.echo(f"activity tables ready in {engine.url.render_as_string()}")

@@ -1,0 +1,133 @@
+"""Alembic migrations of the activity tables, shipped with agentexec.
+
+`agentexec db upgrade` runs them on the activity database (the WorkerPool's with `-A`, else
+`DATABASE_URL`). Their version is kept in `<table prefix>alembic_version`, so they never mix
+with a project's own Alembic history in the same database.
+
+Tables made without migrations (`ax.Base.metadata.create_all`, or created on first use)
+have no version yet. `upgrade` records them as up to date when they match this version's
+models exactly, and otherwise stops and asks for `agentexec db stamp REVISION` with the
+revision they were created at.
+
+A change to `agentexec.db.models` needs a new revision here: `tests/test_migrations.py`
+fails until the migrations produce the models' tables again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+
+from agentexec.config import get_settings
+from agentexec.db.models import Activity, ActivityLog, Base
+from agentexec.runtime import get_runtime
+
+__all__ = [
+    "MigrationError",
+    "current_revision",
+    "differences",
+    "head_revision",
+    "stamp",
+    "upgrade",
+    "version_table",
+]
+
+
+class MigrationError(Exception):
+    """The tables cannot be migrated as they are; the message says what to do."""
+
+
+def version_table() -> str:
+    """The table holding the activity tables' revision."""
+    return f"{get_settings().table_prefix}alembic_version"
+
+
+def config(connection: Connection | None = None) -> Config:
+    """An Alembic config for these migrations, bound to `connection`."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@contextmanager
+def _connection() -> Iterator[Connection]:
+    with get_runtime().engine.begin() as conn:
+        yield conn
+
+
+def head_revision() -> str:
+    """The newest revision shipped."""
+    head = ScriptDirectory.from_config(config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(conn: Connection) -> str | None:
+    context = MigrationContext.configure(conn, opts={"version_table": version_table()})
+    return context.get_current_revision()
+
+
+def current_revision() -> str | None:
+    """The revision the activity tables are at; None when they have none."""
+    with _connection() as conn:
+        return _current(conn)
+
+
+def differences(conn: Connection) -> list[Any]:
+    """How the activity tables in the database differ from this version's models (Alembic
+    autogenerate's diffs), other tables ignored."""
+    ours = {table.name for table in Base.metadata.sorted_tables}
+
+    def include_name(name: str | None, type_: str, parent: Any) -> bool:
+        return type_ != "table" or name in ours
+
+    context = MigrationContext.configure(
+        conn,
+        opts={
+            "compare_type": True,
+            "version_table": version_table(),
+            "include_name": include_name,
+        },
+    )
+    return list(compare_metadata(context, Base.metadata))
+
+
+def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate the activity tables to `revision`; returns the revisions before and after.
+
+    Raises:
+        MigrationError: the tables exist without a version and differ from the models.
+    """
+    with _connection() as conn:
+        before = _current(conn)
+        if before is None and _has_tables(conn):
+            if differences(conn):
+                raise MigrationError(
+                    "the activity tables exist without a migration version and differ from "
+                    "this version's models: run `agentexec db stamp REVISION` with the "
+                    "revision they were created at, then upgrade"
+                )
+            command.stamp(config(conn), "head")  # made by create_all of this version
+        command.upgrade(config(conn), revision)
+        return before, _current(conn)
+
+
+def stamp(revision: str) -> None:
+    """Record that the activity tables are at `revision`, changing nothing else."""
+    with _connection() as conn:
+        command.stamp(config(conn), revision)
+
+
+def _has_tables(conn: Connection) -> bool:
+    names = set(inspect(conn).get_table_names())
+    return bool({Activity.__tablename__, ActivityLog.__tablename__} & names)
