@@ -101,3 +101,11 @@ def test_redis_and_postgres_keep_their_data_in_named_volumes() -> None:
     assert mounts("redis")["/data"] in volumes
     assert "--appendonly yes" in SERVICES["redis"]["command"]
     assert mounts("db")["/var/lib/postgresql/data"] in volumes
+
+
+def test_worker_grace_period_covers_the_shutdown_timeout() -> None:
+    """Docker must not SIGKILL a worker that is still requeueing its agents."""
+    grace = SERVICES["worker"]["stop_grace_period"]
+    assert grace.endswith("s"), grace
+    timeout = float(SERVICES["worker"]["environment"].get("AGENTEXEC_SHUTDOWN_TIMEOUT", 0) or 0)
+    assert float(grace[:-1]) >= (timeout or Settings().shutdown_timeout) + 5
