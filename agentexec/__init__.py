@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from agentexec.results import close_redis, get_result
     from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
     from agentexec.tasks import AgentResult, AgentTask, enqueue
-    from agentexec.watch import watch, watch_all
+    from agentexec.watching import watch, watch_all
 
 __version__ = "0.1.0"
 
@@ -98,8 +98,8 @@ _SOURCES = {
     "OpenAIRunner": "agentexec.runners",
     "close_redis": "agentexec.results",
     "get_result": "agentexec.results",
-    "watch": "agentexec.watch",
-    "watch_all": "agentexec.watch",
+    "watch": "agentexec.watching",
+    "watch_all": "agentexec.watching",
     "Base": "agentexec.activity.models",
     "Status": "agentexec.activity.models",
     "Settings": "agentexec.config",

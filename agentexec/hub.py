@@ -6,7 +6,7 @@ follows the stream with `XREAD BLOCK` and hands each event to the queues of the 
 concerns: by agent id through a dict, and through a predicate for the watchers of every run.
 
 A watcher that does not keep up (its queue holds `MAX_QUEUED` events) is dropped from the hub
-and told so; `agentexec.watch` then catches up from the log, so nothing is lost.
+and told so; `agentexec.watching` then catches up from the log, so nothing is lost.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from agentexec.events import Event, EventKind
 from agentexec.hub import get_hub
 from agentexec.runtime import get_runtime
 from agentexec.testing.plugin import StartWorker, record_events
-from agentexec.watch import ended
+from agentexec.watching import ended
 
 APP_DIR = Path(__file__).parent / "apps" / "plainapp"
 sys.path.insert(0, str(APP_DIR))

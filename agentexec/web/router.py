@@ -40,7 +40,7 @@ from agentexec.queues import Priority
 from agentexec.results import get_result
 from agentexec.runtime import get_runtime
 from agentexec.tasks import enqueue, get_agent_task
-from agentexec.watch import ended, watch, watch_all
+from agentexec.watching import ended, watch, watch_all
 from agentexec.web.models import (
     AgentDetail,
     AgentEvent,
