@@ -137,8 +137,9 @@ def _quickstart(directory: Path) -> None:
 
 @pytest.mark.parametrize(
     "worker_command",
-    [["worker.py"], ["-m", "agentexec", "worker", "-A", "worker"]],
-    ids=["pool.run", "agentexec-worker"],
+    # `agentexec worker -A worker` is the other way; tests/cli/test_worker.py runs that one.
+    [["worker.py"]],
+    ids=["pool.run"],
 )
 def test_the_quickstart_runs_as_written(
     agentexec_redis_url: str, tmp_path: Path, sqlite_only: None, worker_command: list[str]

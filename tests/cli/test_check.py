@@ -15,6 +15,9 @@ from agentexec.db.models import Base
 from agentexec.testing.plugin import StartWorker
 from tests.faults.services import free_port
 
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
 ROOT = Path(__file__).parent.parent.parent
 
 

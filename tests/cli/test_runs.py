@@ -17,6 +17,9 @@ from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
 from tests.cli.conftest import enqueue
 
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
 
 def _wait_status(session: Session, agent_id: uuid.UUID, status: ax.Status) -> None:
     def reached() -> bool:

@@ -8,12 +8,16 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec.events import Event, EventKind
 from agentexec.runtime import get_runtime
 from agentexec.testing import WorkerProcess, wait_for
+
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
 
 
 def test_project_applies_the_event_log_on_its_own(

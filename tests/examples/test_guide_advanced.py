@@ -17,6 +17,9 @@ from agentexec.testing import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker
 from tests.examples.test_guide_app import SRC, ApiProcess
 
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
 TOKEN = "example-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

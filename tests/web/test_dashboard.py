@@ -11,6 +11,9 @@ import pytest
 from agentexec.testing.plugin import require_service
 from tests.web.conftest import TOKEN, Served
 
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
 CHROMIUM = "/usr/bin/chromium"
 
 

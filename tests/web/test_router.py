@@ -18,6 +18,9 @@ from agentexec.runtime import get_runtime
 from agentexec.testing.plugin import record_events
 from tests.web.conftest import AUTH, Served
 
+#: The database plays no part here: SQLite alone keeps the suite short.
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
 
 def _queued(task: str = "research") -> uuid.UUID:
     agent_id = uuid.uuid4()
