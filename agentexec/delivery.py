@@ -75,6 +75,8 @@ def _client() -> redis.Redis:
 #: at a time in a process: a poison agent then dies alone, and the runs it killed before
 #: (on their own last delivery, waiting here uncounted) complete.
 _last_chance = threading.Lock()
+#: The run holding `_last_chance` on this thread, if any.
+_holder = threading.local()
 
 
 def admit(app: Celery, agent_id: str, retries: int, hostname: str | None) -> int | None:
@@ -138,9 +140,6 @@ def release_delivery(agent_id: str) -> None:
     if getattr(_holder, "agent_id", None) == agent_id:
         _holder.agent_id = None
         _last_chance.release()
-
-
-_holder = threading.local()
 
 
 def uncount_delivery(agent_id: str, retries: int) -> None:
