@@ -116,17 +116,18 @@ async def test_high_priority_starts_before_queued_low(
     await ax.close_redis()
 
 
-async def test_fifty_sleeping_agents_overlap_on_one_process(
+async def test_fifty_agents_are_in_flight_at_once_on_one_process(
     agentexec_worker: StartWorker, sqlite_only: None
 ) -> None:
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)  # default slot count
+    group = uuid.uuid4().hex
     tasks = await asyncio.gather(
-        *(ax.enqueue("sleep_agent", {"seconds": 1, "label": str(i)}) for i in range(50))
+        *(ax.enqueue("meet_agent", {"group": group, "size": 50}) for _ in range(50))
     )
-    results = await asyncio.gather(*(ax.get_result(t.agent_id, timeout=60) for t in tasks))
+    results = await asyncio.gather(*(ax.get_result(t.agent_id, timeout=90) for t in tasks))
     assert len({r["pid"] for r in results}) == 1
-    # Every run started before any run ended: all 50 were in flight at once.
-    assert max(r["started"] for r in results) < min(r["ended"] for r in results)
+    # Each run waited until all 50 had arrived: all 50 were in flight at once.
+    assert all(r["met"] for r in results), sorted(r["arrived"] for r in results)
     await ax.close_redis()
 
 

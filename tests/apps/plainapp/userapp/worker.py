@@ -38,6 +38,33 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
     return {"label": context.label, "started": started, "ended": time.time(), "pid": os.getpid()}
 
 
+class MeetContext(BaseModel):
+    group: str
+    size: int = Field(ge=1)
+    wait: float = Field(default=60.0, gt=0)
+
+
+_meetings: dict[str, tuple[list[str], asyncio.Event]] = {}
+
+
+@pool.task("meet_agent")
+async def meet_agent(agent_id: UUID, context: MeetContext) -> dict[str, object]:
+    """Waits until `size` runs of the same group are in flight in this process at once.
+
+    A barrier, not a clock: it proves concurrency without depending on how fast a busy
+    machine starts the runs.
+    """
+    arrived, everyone = _meetings.setdefault(context.group, ([], asyncio.Event()))
+    arrived.append(str(agent_id))
+    if len(arrived) >= context.size:
+        everyone.set()
+    try:
+        await asyncio.wait_for(everyone.wait(), context.wait)
+    except TimeoutError:
+        pass
+    return {"met": everyone.is_set(), "arrived": len(arrived), "pid": os.getpid()}
+
+
 class PacedContext(BaseModel):
     seconds: float = Field(default=4.0, ge=0)
     reports: int = Field(default=4, ge=1)
