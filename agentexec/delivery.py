@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from celery import Celery, states
@@ -43,7 +44,7 @@ from agentexec.broker import copies_key
 from agentexec.config import Settings, get_settings
 from agentexec.db.models import ACTIVE, Activity, Status
 from agentexec.events import Event, EventKind, clock_seq
-from agentexec.exceptions import ActivityStoreError
+from agentexec.exceptions import ActivityStoreError, describe
 from agentexec.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -292,11 +293,15 @@ class Reaper:
         if not rows:
             client.delete(suspects_key)
             return []
+        finals = final_results(self.app, [str(agent_id) for agent_id, _, _ in rows])
         pending = pending_ids(client, settings)
+        # A run with a result whose row still looks active lost its last event (a stale
+        # event, such as a message put back during a broker restart, moved it again): its row
+        # is healed from the result. A run with neither a message nor a result is ended.
         missing = {
             str(agent_id): (status, task)
             for agent_id, status, task in rows
-            if str(agent_id) not in pending and not has_finished(self.app, str(agent_id))
+            if str(agent_id) in finals or str(agent_id) not in pending
         }
         now = time.time()
         seen: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
@@ -312,19 +317,33 @@ class Reaper:
                     pipe.hset(suspects_key, agent_id, seen.get(agent_id.encode(), now))
             pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
             pipe.execute()
-        return self._end(confirmed, missing)
+        return self._end(confirmed, missing, finals)
 
-    def _end(self, ids: list[str], missing: dict[str, tuple[Status, str]]) -> list[Event]:
-        """Put back the messages that have a copy; end the other runs ERROR."""
+    def _end(
+        self,
+        ids: list[str],
+        missing: dict[str, tuple[Status, str]],
+        finals: dict[str, dict[str, Any]],
+    ) -> list[Event]:
+        """Heal the rows of finished runs from their results; put back the messages that
+        have a copy; end the other runs ERROR."""
         if not ids:
             return []
         runtime = get_runtime()
-        copies = _copies(_client(), set(ids))
+        copies = _copies(_client(), set(ids) - set(finals))
         events = []
         for agent_id in ids:
             status, task = missing[agent_id]
+            if agent_id in finals:
+                event = _final_event(uuid.UUID(agent_id), finals[agent_id], task)
+                logger.warning(
+                    "run %s (%s) has finished (%s) but its row said %s; row brought up to date",
+                    agent_id, task, event.status, status,
+                )  # fmt: skip
+                events.append(event)
+                continue
             copy = copies.get(agent_id)
-            if copy is not None:
+            if copy is not None and not has_finished(self.app, agent_id):
                 queue, _, message = copy.partition(b"\n")
                 _client().rpush(queue, message)  # at the head: it has waited its turn
                 logger.warning("run %s (%s): its worker died while taking its message; "
@@ -346,6 +365,41 @@ class Reaper:
             events = [event.appended(clock_seq()) for event in events]
         runtime.write(events)
         return events
+
+
+def final_results(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored results (Celery's task meta) of those of `ids` that have finished.
+
+    One MGET on a Redis result backend; nothing when the backend cannot say.
+    """
+    backend = app.backend
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
+            raw = backend.mget([backend.get_key_for_task(i) for i in ids]) if ids else []
+            metas = [(i, backend.decode_result(r)) for i, r in zip(ids, raw, strict=True) if r]
+        else:
+            metas = [(i, backend.get_task_meta(i)) for i in ids]
+    except Exception:  # the backend cannot say: heal nothing this sweep
+        logger.warning("reaper: result backend unreadable", exc_info=True)
+        return found
+    for agent_id, meta in metas:
+        if meta.get("status") in states.READY_STATES:
+            found[agent_id] = meta
+    return found
+
+
+def _final_event(agent_id: uuid.UUID, meta: dict[str, Any], task: str) -> Event:
+    """The terminal event that a stored result stands for."""
+    state = meta.get("status")
+    if state == states.SUCCESS:
+        return Event(agent_id, Status.COMPLETE, "Task completed", 100,
+                     kind=EventKind.COMPLETE, task=task)  # fmt: skip
+    if state == states.REVOKED:
+        return Event(agent_id, Status.CANCELED, "Canceled", kind=EventKind.CANCELED, task=task)
+    result = meta.get("result")
+    reason = describe(result) if isinstance(result, BaseException) else str(result or state)
+    return Event(agent_id, Status.ERROR, reason, kind=EventKind.ERROR, task=task)
 
 
 def _copies(client: redis.Redis, ids: set[str]) -> dict[str, bytes]:

@@ -175,3 +175,11 @@ class TaskCanceledError(TaskError):
     """The task was revoked or canceled before it finished."""
 
     verb = "was canceled"
+
+
+def describe(exc: BaseException | None) -> str:
+    """`Type: message`, the way an error reads in the activity log."""
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

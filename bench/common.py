@@ -368,12 +368,32 @@ def queue_key_patterns(prefix: str) -> list[str]:
 # --------------------------------------------------------------------------- SQL
 
 
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when it does not exist yet."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    parsed = make_url(url)
+    if not parsed.get_backend_name().startswith("postgresql"):
+        return
+    try:
+        create_engine(parsed).connect().close()
+    except OperationalError:
+        admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+        admin.dispose()
+        print(f"created PostgreSQL database {parsed.database}", file=sys.stderr, flush=True)
+
+
 def reset_activity_tables(url: str) -> None:
-    """Drop and create agentexec's activity tables at `url`."""
+    """Drop and create agentexec's activity tables at `url` (its database too, if missing)."""
     from sqlalchemy import create_engine
 
     from agentexec.activity.models import Base
 
+    ensure_database(url)
     engine = create_engine(url)
     try:
         Base.metadata.drop_all(engine)

@@ -40,6 +40,7 @@ from bench.common import (
     Row,
     base_env,
     delete_keys,
+    ensure_database,
     kill_group,
 )
 
@@ -153,19 +154,9 @@ def machine() -> dict[str, str]:
 def check_services() -> None:
     """Redis answers, and the PostgreSQL database `bench` exists (created if not)."""
     import redis
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    url = make_url(POSTGRES_URL)
-    try:
-        create_engine(url).connect().close()
-    except Exception:
-        admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-        admin.dispose()
-        log(f"created PostgreSQL database {url.database}")
+    ensure_database(POSTGRES_URL)
 
 
 def setup_upstream() -> str | None:

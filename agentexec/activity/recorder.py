@@ -46,7 +46,7 @@ from agentexec.config import get_settings
 from agentexec.db.models import Status
 from agentexec.eventlog import Journal
 from agentexec.events import Event, EventKind, clock_seq
-from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError
+from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError, describe
 from agentexec.ids import parse_agent_id
 from agentexec.progress import ProgressEvents
 from agentexec.runtime import get_runtime
@@ -421,11 +421,3 @@ class ActivityRecorder:
 
 def _recorded(task: Any) -> bool:
     return bool(getattr(task.request, "agentexec_recorded", False))
-
-
-def describe(exc: BaseException | None) -> str:
-    """`Type: message`, the way an error reads in the activity log."""
-    if exc is None:
-        return "unknown error"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

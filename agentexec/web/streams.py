@@ -16,6 +16,8 @@ from agentexec.web.models import AgentEvent
 HEARTBEAT = 15.0
 #: Milliseconds an EventSource waits before it reconnects.
 RETRY_MS = 2_000
+#: Put by the pump when the events end.
+_END = object()
 
 
 async def sse(
@@ -40,18 +42,25 @@ async def sse(
 async def websocket_send(websocket: WebSocket, events: AsyncIterator[Event]) -> None:
     """Send `events` as JSON messages until they end (then close normally) or the client leaves."""
     receiving = asyncio.create_task(_until_disconnect(websocket))
+    sending = asyncio.create_task(_send_all(websocket, events))
     try:
-        async for item in _with_heartbeats(events, stop=receiving):
-            if item is not None:
-                await websocket.send_text(AgentEvent.of(item).model_dump_json())
-        if not receiving.done():
+        await asyncio.wait({receiving, sending}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done() and not receiving.done():
+            sending.result()  # an error of the event stream ends the socket with it
             await websocket.close(code=1000)
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left while we were sending
     finally:
-        receiving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receiving
+        for task in (sending, receiving):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await task
+
+
+async def _send_all(websocket: WebSocket, events: AsyncIterator[Event]) -> None:
+    async for item in _with_heartbeats(events):
+        if item is not None:
+            await websocket.send_text(AgentEvent.of(item).model_dump_json())
 
 
 def _frame(event: Event, ids_for_snapshots: bool) -> str:
@@ -61,11 +70,17 @@ def _frame(event: Event, ids_for_snapshots: bool) -> str:
     return f"id: {event.seq}\ndata: {data}\n\n"
 
 
-async def _with_heartbeats(
-    events: AsyncIterator[Event], stop: asyncio.Task[None] | None = None
-) -> AsyncIterator[Event | None]:
-    """`events`, with None whenever nothing came for `HEARTBEAT` seconds; ends with `stop`."""
-    queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=1_000)
+async def _with_heartbeats(events: AsyncIterator[Event]) -> AsyncIterator[Event | None]:
+    """`events`, with None whenever nothing came for `HEARTBEAT` seconds.
+
+    The events pass through a queue that a pump fills, and a timer adds the heartbeats to it:
+    taking an event is one `queue.get()`, with no timeout armed per event (a thousand streams
+    on one loop each take every event of their run).
+    """
+    loop = asyncio.get_running_loop()
+    # Events, an exception from them, None for a heartbeat, `_END` when they end.
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1_000)
+    last_sent = loop.time()
 
     async def pump() -> None:
         try:
@@ -74,34 +89,33 @@ async def _with_heartbeats(
         except Exception as exc:
             await queue.put(exc)
         else:
-            await queue.put(None)
+            await queue.put(_END)
 
-    pumping = asyncio.create_task(pump())
+    async def beat() -> None:
+        while True:
+            quiet_for = loop.time() - last_sent
+            if quiet_for >= HEARTBEAT:
+                with contextlib.suppress(asyncio.QueueFull):  # full: nothing is quiet
+                    queue.put_nowait(None)
+                quiet_for = 0.0
+            await asyncio.sleep(HEARTBEAT - quiet_for)
+
+    helpers = [asyncio.create_task(pump()), asyncio.create_task(beat())]
     try:
         while True:
-            getting = asyncio.ensure_future(queue.get())
-            waiting: set[asyncio.Future[object]] = {getting}  # type: ignore[arg-type]
-            if stop is not None:
-                waiting.add(stop)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(
-                waiting, timeout=HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getting not in done:
-                getting.cancel()
-                if stop is not None and stop in done:
-                    return
-                yield None
-                continue
-            item = getting.result()
-            if item is None:
+            item = await queue.get()
+            if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            last_sent = loop.time()
+            yield item if isinstance(item, Event) else None
     finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pumping
+        for helper in helpers:
+            helper.cancel()
+        for helper in helpers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:

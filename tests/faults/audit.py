@@ -29,6 +29,8 @@ class Audit:
     dup: int = 0
     #: Runs whose log is not QUEUED first, a finished status last, in log order.
     disordered: list[uuid.UUID] = field(default_factory=list)
+    #: The stuck runs' logs (status, message), to tell why when a test fails.
+    stuck_logs: dict[uuid.UUID, list[tuple[str, str]]] = field(default_factory=dict)
 
     def line(self, fault: str, **extra: int) -> str:
         """The line fault tests print."""
@@ -78,7 +80,9 @@ def audit(engine: Engine, redis_url: str, key: str, ids: list[uuid.UUID]) -> Aud
         result.lost += sum(1 for e in logged[agent_id] if e.seq not in in_sql)
         result.complete += row.status is Status.COMPLETE
         result.error += row.status is Status.ERROR
-        result.stuck += row.status in ACTIVE
+        if row.status in ACTIVE:
+            result.stuck += 1
+            result.stuck_logs[agent_id] = [(g.status.value, g.message) for g in logs[agent_id]]
         statuses = [log.status for log in logs[agent_id]]
         if not statuses or statuses[0] is not Status.QUEUED or statuses[-1] is not row.status:
             result.disordered.append(agent_id)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
@@ -28,14 +29,15 @@ from agentexec.application import app
 from agentexec.backend import backend_url
 from agentexec.config import get_settings
 from agentexec.db.models import Activity, ActivityLog, Status
-from agentexec.delivery import MESSAGE_LOST
+from agentexec.delivery import MESSAGE_LOST, MESSAGE_PUT_BACK
+from agentexec.events import Event, EventKind
 from agentexec.processes import WorkerProcess
 from agentexec.results import _close_sync
 from agentexec.runtime import get_runtime
 from agentexec.testing import wait_for
 from agentexec.testing.openai_script import Reply, last_user_text
 from agentexec.testing.openai_server import ScriptedOpenAIServer
-from agentexec.testing.plugin import StartWorker
+from agentexec.testing.plugin import StartWorker, record_events
 from tests.faults.audit import Audit, try_audit
 from tests.faults.services import PrivateRedis, redis_available, require_server
 from tests.test_worker import APP_DIR, APP_ENV
@@ -233,6 +235,23 @@ async def test_redis_restart_with_aof(
 
 
 @pytest.mark.parametrize("fault_redis", [False], indirect=True)
+@pytest.mark.timeout(120)
+async def test_reaper_heals_a_finished_runs_row(agentexec_worker: StartWorker) -> None:
+    """A stale event after a run's end (a message put back while the broker restarted, say)
+    moves its row off COMPLETE. The result says the run has finished: the reaper brings the
+    row back to COMPLETE, and nothing runs again."""
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=FAST)
+    [agent_id] = await _enqueue(1, seconds=0.2, reports=1)
+    assert await ax.get_result(agent_id, timeout=30) == {"reports": 1, "pid": ANY}
+    record_events(
+        Event(agent_id, Status.QUEUED, MESSAGE_PUT_BACK, kind=EventKind.RETRY, task="fault_agent")
+    )
+    assert _statuses([agent_id]) == {agent_id: Status.QUEUED}
+    audit = await asyncio.to_thread(_report, "stale-event-after-end", [agent_id], 60)
+    assert (audit.complete, audit.dup) == (1, 0)
+    assert _logs(agent_id)[-2:] == [("QUEUED", MESSAGE_PUT_BACK), ("COMPLETE", "Task completed")]
+
+
 @pytest.mark.timeout(300)
 async def test_redis_restart_without_persistence(
     agentexec_worker: StartWorker, fault_redis: PrivateRedis
