@@ -14,7 +14,10 @@
 - **The reaper.** One worker at a time (a Redis lock) looks for QUEUED or RUNNING rows whose
   message is nowhere: not on a queue, not unacknowledged, not held by a live worker, and
   without a result. A row found so twice, `AGENTEXEC_REAPER_INTERVAL` apart, ends ERROR:
-  "worker lost" or "message lost (broker restarted without persistence?)".
+  "worker lost" or "message lost (broker restarted without persistence?)". A row that still
+  looks active although its run has a result (a stale event, such as a message put back
+  while the broker restarted, moved it after the end) is brought back to what the result
+  says, once SQL has applied the log up to where it stood when the row was first seen so.
 - **Shutdown.** After SIGTERM, in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT` seconds.
   Those still running are then cancelled and their messages requeued at once.
 """
@@ -29,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,9 +47,9 @@ from sqlalchemy.orm import Session
 from agentexec.broker import copies_key
 from agentexec.config import Settings, get_settings
 from agentexec.db.models import ACTIVE, Activity, Status
-from agentexec.events import Event, EventKind, clock_seq
+from agentexec.events import Event, EventKind, clock_seq, seq_of
 from agentexec.exceptions import ActivityStoreError, describe
-from agentexec.runtime import get_runtime
+from agentexec.runtime import applied_through, get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -303,18 +307,27 @@ class Reaper:
             for agent_id, status, task in rows
             if str(agent_id) in finals or str(agent_id) not in pending
         }
+        # A suspect is confirmed when it is still one a sweep later. For a finished run, the log's
+        # end when it was first seen is noted too: its last event, if the log has it, lies
+        # before that point, and the row is healed only once SQL has applied that far.
         now = time.time()
-        seen: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
+        log_end = _log_end(client) if set(missing) & set(finals) else 0
+        applied = applied_through(client, runtime.events.key) if log_end else 0
+        stored: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
+        seen = {agent_id.decode(): _Sighting.parse(value) for agent_id, value in stored.items()}
+        sightings = {
+            i: seen.get(i) or _Sighting(now, log_end if i in finals else 0) for i in missing
+        }
         confirmed = [
             agent_id
-            for agent_id in missing
-            if float(seen.get(agent_id.encode(), now)) <= now - settings.reaper_interval * 0.9
+            for agent_id, sighting in sightings.items()
+            if sighting.at <= now - settings.reaper_interval * 0.9 and sighting.log_end <= applied
         ]
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(suspects_key)
-            for agent_id in missing:
+            for agent_id, sighting in sightings.items():
                 if agent_id not in confirmed:
-                    pipe.hset(suspects_key, agent_id, seen.get(agent_id.encode(), now))
+                    pipe.hset(suspects_key, agent_id, str(sighting))
             pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
             pipe.execute()
         return self._end(confirmed, missing, finals)
@@ -365,6 +378,28 @@ class Reaper:
             events = [event.appended(clock_seq()) for event in events]
         runtime.write(events)
         return events
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """When the reaper first saw a suspect, and (for a finished run) the log's end then."""
+
+    at: float
+    log_end: int = 0
+
+    @classmethod
+    def parse(cls, value: bytes) -> _Sighting:
+        at, _, log_end = value.decode().partition(" ")
+        return cls(float(at), int(log_end or 0))
+
+    def __str__(self) -> str:
+        return f"{self.at} {self.log_end}"
+
+
+def _log_end(client: redis.Redis) -> int:
+    """The position of the event log's newest event (0 when it is empty)."""
+    newest: Any = client.xrevrange(get_runtime().events.key, count=1)
+    return seq_of(newest[0][0]) if newest else 0
 
 
 def final_results(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:

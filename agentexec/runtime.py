@@ -212,7 +212,7 @@ class Runtime:
         deadline = time.monotonic() + timeout
         client, key = self.events.client(), self.events.key
         while time.monotonic() < deadline:
-            if _applied_through(client, key) >= target:
+            if applied_through(client, key) >= target:
                 return True
             time.sleep(0.02)
         return False
@@ -234,7 +234,7 @@ class Runtime:
         self.events.close()
 
 
-def _applied_through(client: object, key: str) -> int:
+def applied_through(client: object, key: str) -> int:
     """The position up to which the projectors have applied the log."""
     groups = client.xinfo_groups(key)  # type: ignore[attr-defined]
     for group in groups:
