@@ -8,12 +8,15 @@ Callers that arrive meanwhile wait for the next batch, which the next leader wri
 caller pays nothing extra: it leads a batch of one.
 
 `Batcher`: a thread of its own that does everything submitted since its last batch at once,
-for callers that must not block (`ax.enqueue` awaits its publish on the event loop).
+for callers that must not block (`ax.enqueue` awaits its publish on the event loop, through
+`Batcher.call`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -93,6 +96,19 @@ class GroupCommit(Generic[T, R]):
             slot.wake.set()
 
 
+class _LoopWaiter(Generic[R]):
+    """A coroutine's wait for its item's outcome: a future of its event loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[R] = loop.create_future()
+
+
+_Sink = concurrent.futures.Future[R] | _LoopWaiter[R]
+
+
 class Batcher(Generic[T, R]):
     """A thread that hands everything submitted since its last batch to `handle` at once.
 
@@ -110,9 +126,7 @@ class Batcher(Generic[T, R]):
         self._handle = handle
         self._name = name
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[T, concurrent.futures.Future[R]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[T, _Sink[R]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -120,13 +134,27 @@ class Batcher(Generic[T, R]):
         """Queue `item`; the future gets its outcome. Cancelling it before its batch starts
         drops the item."""
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._put(item, future)
+        return future
+
+    async def call(self, item: T) -> R:
+        """Queue `item` and wait for its outcome, from a coroutine.
+
+        The outcomes of one batch reach each event loop in one wake-up, not one per item:
+        a burst of callers costs their loop a few cross-thread calls, and the batch thread
+        is not interrupted for each. Cancelled before its batch starts, the item is dropped.
+        """
+        waiter: _LoopWaiter[R] = _LoopWaiter(asyncio.get_running_loop())
+        self._put(item, waiter)
+        return await waiter.future
+
+    def _put(self, item: T, sink: _Sink[R]) -> None:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
-        self._queue.put((item, future))
-        return future
+        self._queue.put((item, sink))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Handle what is queued, then end the thread. The batcher can restart."""
@@ -156,16 +184,40 @@ class Batcher(Generic[T, R]):
             if stopping:
                 return
 
-    def _run_batch(self, batch: list[tuple[T, concurrent.futures.Future[R]]]) -> None:
-        batch = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
+    def _run_batch(self, batch: list[tuple[T, _Sink[R]]]) -> None:
+        batch = [(item, sink) for item, sink in batch if _start(sink)]
         if not batch:
             return
         try:
             outcomes = self._handle([item for item, _ in batch])
         except BaseException as exc:
             outcomes = [exc] * len(batch)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], object]]] = {}
+        for (_, sink), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(sink, _LoopWaiter):
+                by_loop.setdefault(sink.loop, []).append((sink.future, outcome))
+            elif isinstance(outcome, BaseException):
+                sink.set_exception(outcome)
             else:
-                future.set_result(outcome)
+                sink.set_result(outcome)
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+def _start(sink: _Sink[R]) -> bool:
+    """Whether the item of `sink` is still wanted (its caller did not cancel)."""
+    if isinstance(sink, _LoopWaiter):
+        return not sink.future.done()
+    return sink.set_running_or_notify_cancel()
+
+
+def _settle(settled: list[tuple[asyncio.Future[R], object]]) -> None:
+    """On the waiters' loop: hand each its outcome."""
+    for future, outcome in settled:
+        if future.done():  # cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]

@@ -277,8 +277,8 @@ async def enqueue(
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
     publisher = get_runtime().publisher(_publish)
-    future = publisher.submit(_Enqueue(task, model, task_id, parse_priority(priority), options))
-    return await asyncio.wrap_future(future)
+    item = _Enqueue(task, model, task_id, parse_priority(priority), options)
+    return cast(AgentResult, await publisher.call(item))
 
 
 @dataclasses.dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -84,4 +85,33 @@ def test_a_batcher_raises_a_failed_batch_in_each_of_its_callers() -> None:
         with pytest.raises(RuntimeError, match="batch of 1 failed"):
             future.result(5)
     finally:
+        batcher.stop()
+
+
+async def test_a_batcher_answers_coroutines_batch_by_batch() -> None:
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def handle(items: list[int]) -> list[int | BaseException]:
+        batches.append(items)
+        release.wait(5)  # the first batch holds the thread while the rest queue up
+        return [ValueError(i) if i == 7 else 2 * i for i in items]
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    try:
+        first = asyncio.ensure_future(batcher.call(0))
+        await asyncio.to_thread(wait_for, lambda: batches == [[0]], 10, "the first item alone")
+        rest = [asyncio.ensure_future(batcher.call(i)) for i in range(1, 10)]
+        dropped = asyncio.ensure_future(batcher.call(10))
+        await asyncio.sleep(0)  # every call is queued
+        dropped.cancel()  # cancelled before its batch started: never handled
+        release.set()
+        assert await first == 0
+        outcomes = await asyncio.gather(*rest, return_exceptions=True)
+        assert [str(o) if isinstance(o, ValueError) else o for o in outcomes] == [
+            "7" if i == 7 else 2 * i for i in range(1, 10)
+        ]
+        assert batches == [[0], list(range(1, 10))]
+    finally:
+        release.set()
         batcher.stop()
