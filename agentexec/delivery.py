@@ -307,21 +307,25 @@ class Reaper:
             for agent_id, status, task in rows
             if str(agent_id) in finals or str(agent_id) not in pending
         }
-        # A suspect is confirmed when it is still one a sweep later. For a finished run, the log's
-        # end when it was first seen is noted too: its last event, if the log has it, lies
-        # before that point, and the row is healed only once SQL has applied that far.
+        # A suspect is confirmed when it is still one a sweep later. For a finished run, the
+        # log's end when it was first seen so is noted too: its last event, if the log has
+        # it, lies before that point, and the row is healed only once SQL has applied that far.
         now = time.time()
-        log_end = _log_end(client) if set(missing) & set(finals) else 0
-        applied = applied_through(client, runtime.events.key) if log_end else 0
+        finished = bool(set(missing) & set(finals))
+        log_end = _log_end(client) if finished else 0
+        applied = applied_through(client, runtime.events.key) if finished else 0
         stored: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
         seen = {agent_id.decode(): _Sighting.parse(value) for agent_id, value in stored.items()}
-        sightings = {
-            i: seen.get(i) or _Sighting(now, log_end if i in finals else 0) for i in missing
-        }
+        sightings = {i: _Sighting(now, log_end if i in finals else None) for i in missing}
+        for agent_id, earlier in seen.items():
+            # A run seen without a result that has one now is seen anew, with the log's end.
+            if agent_id in sightings and (earlier.log_end is not None or agent_id not in finals):
+                sightings[agent_id] = earlier
         confirmed = [
             agent_id
             for agent_id, sighting in sightings.items()
-            if sighting.at <= now - settings.reaper_interval * 0.9 and sighting.log_end <= applied
+            if sighting.at <= now - settings.reaper_interval * 0.9
+            and (sighting.log_end is None or sighting.log_end <= applied)
         ]
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(suspects_key)
@@ -385,15 +389,15 @@ class _Sighting:
     """When the reaper first saw a suspect, and (for a finished run) the log's end then."""
 
     at: float
-    log_end: int = 0
+    log_end: int | None = None
 
     @classmethod
     def parse(cls, value: bytes) -> _Sighting:
         at, _, log_end = value.decode().partition(" ")
-        return cls(float(at), int(log_end or 0))
+        return cls(float(at), int(log_end) if log_end else None)
 
     def __str__(self) -> str:
-        return f"{self.at} {self.log_end}"
+        return f"{self.at}" if self.log_end is None else f"{self.at} {self.log_end}"
 
 
 def _log_end(client: redis.Redis) -> int:
