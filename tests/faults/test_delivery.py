@@ -234,7 +234,6 @@ async def test_redis_restart_with_aof(
     assert audit.complete == 20
 
 
-@pytest.mark.parametrize("fault_redis", [False], indirect=True)
 @pytest.mark.timeout(120)
 async def test_reaper_heals_a_finished_runs_row(agentexec_worker: StartWorker) -> None:
     """A stale event after a run's end (a message put back while the broker restarted, say)
@@ -252,6 +251,7 @@ async def test_reaper_heals_a_finished_runs_row(agentexec_worker: StartWorker) -
     assert _logs(agent_id)[-2:] == [("QUEUED", MESSAGE_PUT_BACK), ("COMPLETE", "Task completed")]
 
 
+@pytest.mark.parametrize("fault_redis", [False], indirect=True)
 @pytest.mark.timeout(300)
 async def test_redis_restart_without_persistence(
     agentexec_worker: StartWorker, fault_redis: PrivateRedis
