@@ -60,6 +60,8 @@ _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
 #: Rows the reaper looks at per sweep, oldest first.
 _SWEEP_LIMIT = 5_000
+#: The message of a run's COMPLETE event.
+TASK_COMPLETED = "Task completed"
 WORKER_LOST = "worker lost"
 MESSAGE_LOST = "message lost (broker restarted without persistence?)"
 MESSAGE_PUT_BACK = "Message put back on its queue (its worker died while taking it)"
@@ -432,7 +434,7 @@ def _final_event(agent_id: uuid.UUID, meta: dict[str, Any], task: str) -> Event:
     """The terminal event that a stored result stands for."""
     state = meta.get("status")
     if state == states.SUCCESS:
-        return Event(agent_id, Status.COMPLETE, "Task completed", 100,
+        return Event(agent_id, Status.COMPLETE, TASK_COMPLETED, 100,
                      kind=EventKind.COMPLETE, task=task)  # fmt: skip
     if state == states.REVOKED:
         return Event(agent_id, Status.CANCELED, "Canceled", kind=EventKind.CANCELED, task=task)

@@ -47,16 +47,22 @@ def test_an_error_reaches_every_caller_of_its_batch_only() -> None:
     assert group(3) == 3
 
 
-def test_a_batcher_hands_what_queued_up_meanwhile_to_one_batch() -> None:
+def _held_batcher() -> tuple[list[list[int]], threading.Event, Batcher[int, int]]:
+    """A batcher that doubles its items (7 fails) and records its batches; the first batch
+    holds the thread until `release` is set, while the rest queue up."""
     batches: list[list[int]] = []
     release = threading.Event()
 
     def handle(items: list[int]) -> list[int | BaseException]:
         batches.append(items)
-        release.wait(5)  # the first batch holds the thread while the rest queue up
+        release.wait(5)
         return [ValueError(i) if i == 7 else 2 * i for i in items]
 
-    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    return batches, release, Batcher(handle, name="test-batcher")
+
+
+def test_a_batcher_hands_what_queued_up_meanwhile_to_one_batch() -> None:
+    batches, release, batcher = _held_batcher()
     try:
         first = batcher.submit(0)
         wait_for(lambda: batches == [[0]], 10, "the first item taken alone")
@@ -89,15 +95,7 @@ def test_a_batcher_raises_a_failed_batch_in_each_of_its_callers() -> None:
 
 
 async def test_a_batcher_answers_coroutines_batch_by_batch() -> None:
-    batches: list[list[int]] = []
-    release = threading.Event()
-
-    def handle(items: list[int]) -> list[int | BaseException]:
-        batches.append(items)
-        release.wait(5)  # the first batch holds the thread while the rest queue up
-        return [ValueError(i) if i == 7 else 2 * i for i in items]
-
-    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    batches, release, batcher = _held_batcher()
     try:
         first = asyncio.ensure_future(batcher.call(0))
         await asyncio.to_thread(wait_for, lambda: batches == [[0]], 10, "the first item alone")

@@ -44,6 +44,7 @@ from agentexec.activity.signals import status_reported
 from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
 from agentexec.db.models import Status
+from agentexec.delivery import TASK_COMPLETED
 from agentexec.eventlog import Journal
 from agentexec.events import Event, EventKind, clock_seq
 from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError, describe
@@ -246,7 +247,7 @@ class ActivityRecorder:
         """
         journal = getattr(task.request, "agentexec_journal", None)
         if error is None:
-            self._end(task.request.id, Status.COMPLETE, "Task completed", 100, journal=journal)
+            self._end(task.request.id, Status.COMPLETE, TASK_COMPLETED, 100, journal=journal)
         elif retrying:
             after = f" in {delay:.1f}s" if delay is not None else ""
             message = f"Attempt failed, retrying{after}: {describe(error)}"
@@ -266,7 +267,7 @@ class ActivityRecorder:
     def on_task_success(self, sender: Any = None, **_: Any) -> None:
         if self.is_agent_task(sender) and not _recorded(sender):
             journal = getattr(sender.request, "agentexec_journal", None)
-            self._end(sender.request.id, Status.COMPLETE, "Task completed", 100, journal=journal)
+            self._end(sender.request.id, Status.COMPLETE, TASK_COMPLETED, 100, journal=journal)
 
     def on_task_failure(
         self,
