@@ -164,7 +164,7 @@ async def _sse_events(url: str) -> AsyncIterator[dict[str, Any]]:
 
 
 async def _measure(
-    agents: int, reports: int, interval: float, api: str, path: str
+    agents: int, reports: int, interval: float, api: str, path: str, raw: Path | None = None
 ) -> dict[str, Any]:
     """One batch of `agents` runs, each followed by one subscriber on `path`."""
     import agentexec as ax
@@ -202,6 +202,9 @@ async def _measure(
     late = time.time() > start_at
     await asyncio.wait_for(asyncio.gather(*tasks), reports * interval + lead + 120)
     await ax.close_redis()
+    if raw is not None:  # one line per event: arrived, reported, log position
+        with raw.open("a") as out:
+            out.writelines(f"{path} {agents} {a:.6f} {at:.6f} {seq}\n" for a, at, seq in delays)
 
     def stats(values: list[float]) -> dict[str, Any]:
         ms = [v * 1000 for v in values]
@@ -247,6 +250,7 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=10, help="reports per agent")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
     parser.add_argument("--paths", default="watch,sse", help="subscribers: watch, sse, or both")
+    parser.add_argument("--raw", type=Path, help="append every event's times to this file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.agents.split(",") if s.strip()]
 
@@ -291,7 +295,9 @@ def main() -> None:
         wait_for(answers, 30, "the API")
         for agents in sizes:
             for path in args.paths.split(","):
-                result = asyncio.run(_measure(agents, args.reports, args.interval, api_url, path))
+                result = asyncio.run(
+                    _measure(agents, args.reports, args.interval, api_url, path, args.raw)
+                )
                 emit({"bench": "watch", **result})
     finally:
         api.stop(20)

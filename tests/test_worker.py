@@ -131,6 +131,19 @@ async def test_fifty_agents_are_in_flight_at_once_on_one_process(
     await ax.close_redis()
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_a_ready_worker_freezes_its_imports_out_of_the_garbage_collector(
+    agentexec_worker: StartWorker, sqlite_only: None, freeze: bool
+) -> None:
+    env = {**APP_ENV, "AGENTEXEC_GC_FREEZE": str(freeze).lower()}
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
+    task = await ax.enqueue("sleep_agent", {"label": "gc"})
+    frozen = (await ax.get_result(task.agent_id, timeout=60))["gc_frozen"]
+    # Celery, SQLAlchemy, pydantic and the tasks: well over 50,000 objects once imported.
+    assert frozen > 50_000 if freeze else frozen == 0
+    await ax.close_redis()
+
+
 async def test_failure_is_recorded_and_the_worker_keeps_serving(
     agentexec_worker: StartWorker, agentexec_session: Session
 ) -> None:

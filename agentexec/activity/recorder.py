@@ -30,6 +30,7 @@ Where they fire:
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import weakref
@@ -334,12 +335,17 @@ class ActivityRecorder:
             )
 
     def on_worker_ready(self, sender: Any = None, **_: Any) -> None:
-        """Start the heartbeat and reaper of this worker, and its projector."""
+        """Start the heartbeat and reaper of this worker, and its projector; freeze the
+        imports' objects out of the garbage collector's way (`AGENTEXEC_GC_FREEZE`)."""
         if not self._is_mine(sender):
             return
         self._supervisor = delivery.Supervisor(self.app, sender.hostname).start()
-        if get_settings().projector:
+        settings = get_settings()
+        if settings.projector:
             get_runtime().start_projector()
+        if settings.gc_freeze:
+            gc.collect()  # what is garbage now is not frozen with the rest
+            gc.freeze()
 
     def on_worker_shutting_down(self, how: str = "", **_: Any) -> None:
         """SIGTERM: in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT`, then are requeued."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from collections.abc import Iterator
@@ -9,10 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import agentexec as ax
+import agentexec.web
+from agentexec.config import get_settings
 from agentexec.events import Event, EventKind
 from agentexec.runtime import get_runtime
 from agentexec.testing.plugin import record_events
@@ -310,3 +314,22 @@ def test_openapi_documents_models_and_error_codes(served: Served, sqlite_only: N
         assert name in schema["components"]["schemas"]
     # The mutating endpoints declare the bearer scheme.
     assert paths["/agentexec/agents/{agent_id}/cancel"]["post"]["security"] == [{"HTTPBearer": []}]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_the_app_startup_freezes_its_imports_out_of_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch, freeze: bool
+) -> None:
+    monkeypatch.setenv("AGENTEXEC_GC_FREEZE", str(freeze).lower())
+    get_settings.cache_clear()
+    app = FastAPI()
+    app.include_router(agentexec.web.create_router(), prefix="/agentexec")
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert frozen > 50_000 if freeze else frozen == 0

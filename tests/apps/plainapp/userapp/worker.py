@@ -6,6 +6,7 @@ Served by `celery -A agentexec worker -I userapp.worker` or by `python -m userap
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -35,7 +36,13 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
     await asyncio.sleep(context.seconds)
     if context.fail:
         raise RuntimeError(context.fail)
-    return {"label": context.label, "started": started, "ended": time.time(), "pid": os.getpid()}
+    return {
+        "label": context.label,
+        "started": started,
+        "ended": time.time(),
+        "pid": os.getpid(),
+        "gc_frozen": gc.get_freeze_count(),
+    }
 
 
 class MeetContext(BaseModel):
