@@ -30,7 +30,6 @@ Where they fire:
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import threading
 import weakref
@@ -51,7 +50,7 @@ from agentexec.events import Event, EventKind, clock_seq
 from agentexec.exceptions import ActivityStoreError, InvalidAgentIdError, describe
 from agentexec.ids import parse_agent_id
 from agentexec.progress import ProgressEvents
-from agentexec.runtime import get_runtime
+from agentexec.runtime import freeze_startup_objects, get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -340,12 +339,9 @@ class ActivityRecorder:
         if not self._is_mine(sender):
             return
         self._supervisor = delivery.Supervisor(self.app, sender.hostname).start()
-        settings = get_settings()
-        if settings.projector:
+        if get_settings().projector:
             get_runtime().start_projector()
-        if settings.gc_freeze:
-            gc.collect()  # what is garbage now is not frozen with the rest
-            gc.freeze()
+        freeze_startup_objects()
 
     def on_worker_shutting_down(self, how: str = "", **_: Any) -> None:
         """SIGTERM: in-flight agents get `AGENTEXEC_SHUTDOWN_TIMEOUT`, then are requeued."""

@@ -12,7 +12,6 @@ app.include_router(agentexec.web.create_router(auth=verify_token), prefix="/agen
 
 import asyncio
 import contextlib
-import gc
 import uuid
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -27,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from agentexec import activity
 from agentexec.activity.schemas import ActivityDetail
-from agentexec.config import get_settings
 from agentexec.control import cancel
 from agentexec.db.models import Status
 from agentexec.exceptions import (
@@ -41,7 +39,7 @@ from agentexec.exceptions import (
 from agentexec.ids import parse_agent_id
 from agentexec.queues import Priority
 from agentexec.results import get_result
-from agentexec.runtime import get_runtime
+from agentexec.runtime import freeze_startup_objects, get_runtime
 from agentexec.tasks import enqueue, get_agent_task
 from agentexec.watching import ended, watch, watch_all
 from agentexec.web.models import (
@@ -81,9 +79,7 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
     out of the cyclic garbage collector's way (`gc.freeze()`). A thousand open event streams
     make each full collection walk a few hundred thousand objects; the imports' hundred
     thousand need not be among them."""
-    if get_settings().gc_freeze:
-        gc.collect()
-        gc.freeze()
+    freeze_startup_objects()
     yield
 
 
