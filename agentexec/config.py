@@ -127,11 +127,11 @@ class Settings(BaseSettings):
     `agentexec project` on its own."""
 
     gc_freeze: bool = True
-    """When a worker is ready, move every object it has so far (the imported modules of
-    Celery, the Agents SDK and your tasks) out of reach of Python's cyclic garbage
-    collector (`gc.freeze()`). Each full collection then walks only the objects of live
-    runs, not the few hundred thousand of the imports: a thousand agents in one process
-    otherwise stall together for 100-300 ms several times a minute."""
+    """When a worker is ready, and when an app that mounts `agentexec.web` starts, move
+    every object it has so far (mostly the imported modules) out of reach of Python's
+    cyclic garbage collector (`gc.freeze()`). Each full collection then walks only the
+    objects of live runs and streams, not the few hundred thousand of the imports: a
+    thousand agents or streams in one process otherwise stall together for 100-300 ms."""
 
     projector_claim_idle: float = Field(default=30.0, gt=0)
     """Seconds an event may sit unacknowledged with a projector before another projector

@@ -75,10 +75,8 @@ Dependency = Callable[..., Any] | DependsParam
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Any) -> AsyncIterator[None]:
-    """At the app's startup, with `AGENTEXEC_GC_FREEZE` on: move everything imported so far
-    out of the cyclic garbage collector's way (`gc.freeze()`). A thousand open event streams
-    make each full collection walk a few hundred thousand objects; the imports' hundred
-    thousand need not be among them."""
+    """At the app's startup: `freeze_startup_objects()` (FastAPI merges a router's lifespan
+    into the app's)."""
     freeze_startup_objects()
     yield
 
