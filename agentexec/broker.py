@@ -124,6 +124,25 @@ class Channel(kombu_redis.Channel):
 
     QoS = QoS
     _publish_script: Any = None
+    #: The client of every synchronous command of this channel (see `_create_client`).
+    _shared_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu's, except that synchronous commands share one client per connection pool.
+
+        kombu builds a new `redis.Redis` for every acknowledgement, every message it
+        takes and every task event it sends; building one costs about 75 µs of CPU, a tenth
+        of a busy worker's time. A client is safe to share between threads: each command
+        borrows a connection from the pool. kombu replaces the pool after a fork, and a new
+        one gets a new client.
+        """
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        client = self._shared_client
+        if client is None or client.connection_pool is not pool:
+            client = self._shared_client = super()._create_client()
+        return client
 
     def create_publish_batch(self, max_size: int) -> PublishBatch:
         """A publish batch that also hands agent messages their outcome."""
