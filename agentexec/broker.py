@@ -137,11 +137,11 @@ class Channel(kombu_redis.Channel):
         one gets a new client.
         """
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]  # not in kombu's stubs
         pool = self.pool
         client = self._shared_client
         if client is None or client.connection_pool is not pool:
-            client = self._shared_client = super()._create_client()
+            client = self._shared_client = super()._create_client()  # type: ignore[misc]
         return client
 
     def create_publish_batch(self, max_size: int) -> PublishBatch:

@@ -22,10 +22,10 @@ def test_a_channel_shares_one_client_for_its_commands_until_its_pool_is_replaced
             assert second.get(key) == b"1"
             first.delete(key)
         # Acknowledging and taking messages go through it too (kombu's QoS).
-        with channel.qos.pipe_or_acquire() as pipe:
+        with channel.qos.pipe_or_acquire() as pipe:  # type: ignore[attr-defined]
             assert pipe.connection_pool is first.connection_pool
 
-        channel._after_fork()  # kombu drops the pool in a forked child
+        channel._after_fork()  # type: ignore[attr-defined]  # kombu drops the pool in a fork
         with channel.conn_or_acquire() as after_fork:
             assert after_fork is not first
             assert after_fork.connection_pool is channel.pool
