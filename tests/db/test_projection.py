@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity.models import ActivityLog
+from agentexec.activity.models import Activity, ActivityLog
 from agentexec.db import projection
 from agentexec.events import Event, EventKind, seq_of
 from agentexec.runtime import get_runtime
@@ -119,3 +121,34 @@ def test_report_without_percentage_keeps_the_last_one(agentexec_session: Session
     _apply(*_events(agent_id, (S.RUNNING, "started", 30), (S.RUNNING, "no number", None)))
     activity = ax.activity.detail(agentexec_session, agent_id)
     assert activity is not None and activity.latest_completion_percentage == 30
+
+
+@pytest.mark.parametrize("batch", [1, 2], ids=["one event", "a batch"])
+def test_every_field_arrives_as_it_was_reported(agentexec_session: Session, batch: int) -> None:
+    """Text of any kind (quotes, backslashes, emoji, a NUL that PostgreSQL cannot store),
+    the worker and the microseconds of each time survive the trip, alone and in a batch."""
+    agent_id = uuid.uuid4()
+    at = datetime(2026, 11, 30, 12, 34, 56, 789012, tzinfo=UTC)
+    message = 'It\'s "50%" done \\ step 🚀 with\nnewline and a NUL:\x00.'
+    events = [
+        Event(agent_id, S.RUNNING, message, 55, task="research", worker="w1@host", at=at).appended(
+            seq_of("1700000000000-1") + n
+        )
+        for n in range(batch)
+    ]
+    _apply(*events)
+    run = agentexec_session.get(Activity, agent_id)
+    assert run is not None
+    logs = agentexec_session.scalars(
+        select(ActivityLog).where(ActivityLog.agent_id == agent_id).order_by(ActivityLog.seq)
+    ).all()
+    stored = message.replace("\x00", "\ufffd") if _dialect() == "postgresql" else message
+    assert (run.agent_type, run.status, run.latest_log) == ("research", S.RUNNING, stored)
+    assert (run.latest_completion_percentage, run.worker) == (55, "w1@host")
+    assert [(log.message, log.completion_percentage) for log in logs] == [(stored, 55)] * batch
+    for when in (run.created_at, run.updated_at, logs[0].created_at):
+        assert (when if when.tzinfo else when.replace(tzinfo=UTC)) == at  # SQLite's are naive
+
+
+def _dialect() -> str:
+    return get_runtime().ready_engine().dialect.name
