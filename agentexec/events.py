@@ -8,6 +8,7 @@ id as one sortable integer, so SQL rows can be ordered and deduplicated by it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -20,6 +21,9 @@ from agentexec.db.models import TERMINAL, Status, utcnow
 #: Bits of `seq` that hold the entry's sequence number within its millisecond.
 _SEQ_BITS = 20
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
+#: The stream entry's one field: the event as JSON.
+_FIELD = "event"
+_FIELD_BYTES = _FIELD.encode()
 #: Consumer group of the SQL projectors.
 PROJECTOR_GROUP = "agentexec-projector"
 
@@ -68,21 +72,26 @@ class Event:
         return self.status in TERMINAL
 
     def fields(self) -> dict[str, str]:
-        """The stream entry's fields."""
-        fields = {
+        """The stream entry's fields: one, `event`, holding the event as a JSON object.
+
+        One field rather than one per attribute: Redis replies then hold two strings per
+        entry instead of sixteen, which every reader of the log (projectors, watchers)
+        parses.
+        """
+        event: dict[str, Any] = {
             "agent_id": str(self.agent_id),
             "kind": self.kind.value,
             "status": self.status.value,
             "message": self.message,
-            "at": repr(self.at.timestamp()),
+            "at": self.at.timestamp(),
         }
         if self.percentage is not None:
-            fields["percentage"] = str(self.percentage)
+            event["percentage"] = self.percentage
         if self.task is not None:
-            fields["task"] = self.task
+            event["task"] = self.task
         if self.worker is not None:
-            fields["worker"] = self.worker
-        return fields
+            event["worker"] = self.worker
+        return {_FIELD: json.dumps(event, ensure_ascii=False)}
 
     @classmethod
     def from_entry(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
@@ -91,23 +100,30 @@ class Event:
 
     @classmethod
     def from_fields(cls, fields: dict[Any, Any], seq: int | None = None) -> Event:
-        """An event from its stream fields. Raises ValueError when they are malformed."""
-        f = {_text(k): _text(v) for k, v in fields.items()}
+        """An event from its stream fields. Raises ValueError when they are malformed.
+
+        Entries written by earlier versions, one field per attribute, are read too.
+        """
+        raw = fields.get(_FIELD_BYTES, fields.get(_FIELD))
         try:
+            if raw is not None:
+                f = json.loads(raw)
+            else:
+                f = {_text(k): _text(v) for k, v in fields.items()}
             percentage = f.get("percentage")
             return cls(
                 agent_id=uuid.UUID(f["agent_id"]),
                 status=Status(f["status"]),
-                message=f.get("message", ""),
-                percentage=int(percentage) if percentage else None,
+                message=str(f.get("message", "")),
+                percentage=None if percentage in (None, "") else int(percentage),
                 kind=EventKind(f.get("kind", EventKind.REPORT.value)),
                 task=f.get("task"),
                 worker=f.get("worker"),
                 at=datetime.fromtimestamp(float(f["at"]), UTC),
                 seq=seq,
             )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed event {f!r}: {exc!r}") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"malformed event {fields!r}: {exc!r}") from exc
 
     def appended(self, seq: int) -> Event:
         """This event at position `seq` of the log."""

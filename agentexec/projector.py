@@ -254,7 +254,7 @@ class Projector:
         try:
             return entry_id, Event.from_entry(entry_id, fields)
         except ValueError as exc:
-            logger.error("activity projector: skipping %s", exc)
+            logger.error("activity projector: skipping entry %s: %s", entry_id.decode(), exc)
             return entry_id, None
 
     # Applying

@@ -103,3 +103,45 @@ def test_trim_by_age_keeps_what_is_recent(
     monkeypatch.setattr(get_settings(), "events_retention", -60)  # "older than a minute ahead"
     projector.trim()
     assert client.xlen(key) == 1  # never below the last delivered entry
+
+
+def test_a_malformed_entry_is_skipped_and_acknowledged_and_older_entries_still_apply(
+    log_without_projector: None, agentexec_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries of an earlier version (one field per attribute) apply; one nobody can read is
+    logged, acknowledged and does not hold back the events after it."""
+    runtime = get_runtime()
+    client, key = runtime.events.client(), runtime.events.key
+    queued, *reports = _run_events(3)
+    runtime.events.append([queued])
+    legacy = {
+        "agent_id": str(queued.agent_id),
+        "kind": "report",
+        "status": "RUNNING",
+        "message": "legacy step",
+        "at": repr(queued.at.timestamp()),
+        "percentage": "20",
+    }
+    client.xadd(key, legacy)  # type: ignore[arg-type]
+    client.xadd(key, {"event": "{not json"})
+    runtime.events.append(reports[1:])
+    projector = Projector(runtime.ready_engine, runtime.events, name="reader").start()
+    try:
+
+        def projected() -> bool:
+            agentexec_session.expire_all()
+            activity = ax.activity.detail(agentexec_session, queued.agent_id)
+            return activity is not None and len(activity.logs) == 3
+
+        wait_for(projected, 10, "the readable events applied")
+        wait_for(
+            lambda: client.xpending(key, PROJECTOR_GROUP)["pending"] == 0, 5, "all acknowledged"
+        )
+    finally:
+        projector.stop()
+    activity = ax.activity.detail(agentexec_session, queued.agent_id)
+    assert activity is not None
+    assert [log.message for log in activity.logs] == ["Task queued", "legacy step", "step 2"]
+    assert activity.latest_completion_percentage == 20
+    assert "activity projector: skipping entry" in caplog.text
+    assert "malformed event" in caplog.text
