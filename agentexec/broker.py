@@ -11,7 +11,7 @@ header itself does not travel with the message.
 The same script keeps a copy of the message, under its delivery tag, until it is acknowledged
 (`<queue prefix>.messages`). kombu moves a message from its queue (BRPOP) to the unacknowledged
 hash in two steps; a worker killed between them would lose it. The reaper
-(`agentexec.delivery`) puts such a message back on its queue from its copy.
+(`agentexec.supervision`) puts such a message back on its queue from its copy.
 
 In a kombu publish batch (`Producer.batch()`, used by `ax.enqueue`), the scripts of all the
 batch's messages go to Redis in one pipeline when the batch is flushed, and each message's

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Self
 from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
-from agentexec import delivery, revoked
+from agentexec import delivery, revoked, supervision
 from agentexec.activity.signals import status_reported
 from agentexec.broker import EVENT_HEADER, SEQ_HEADER
 from agentexec.config import get_settings
@@ -115,7 +115,7 @@ class ActivityRecorder:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        self._supervisor: delivery.Supervisor | None = None
+        self._supervisor: supervision.Supervisor | None = None
 
     @classmethod
     def of(cls, app: Celery) -> ActivityRecorder:
@@ -338,7 +338,7 @@ class ActivityRecorder:
         imports' objects out of the garbage collector's way (`AGENTEXEC_GC_FREEZE`)."""
         if not self._is_mine(sender):
             return
-        self._supervisor = delivery.Supervisor(self.app, sender.hostname).start()
+        self._supervisor = supervision.Supervisor(self.app, sender.hostname).start()
         if get_settings().projector:
             get_runtime().start_projector()
         freeze_startup_objects()

@@ -29,11 +29,11 @@ from agentexec.application import app
 from agentexec.backend import backend_url
 from agentexec.config import get_settings
 from agentexec.db.models import Activity, ActivityLog, Status
-from agentexec.delivery import MESSAGE_LOST, MESSAGE_PUT_BACK
 from agentexec.events import Event, EventKind
 from agentexec.processes import WorkerProcess
 from agentexec.results import _close_sync
 from agentexec.runtime import get_runtime
+from agentexec.supervision import MESSAGE_LOST, MESSAGE_PUT_BACK
 from agentexec.testing import wait_for
 from agentexec.testing.openai_script import Reply, last_user_text
 from agentexec.testing.openai_server import ScriptedOpenAIServer
