@@ -9,6 +9,7 @@ Every check goes through the API over HTTP or WebSocket, as the guide's users wo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+import agentexec as ax
 from agentexec.activity.models import Activity, ActivityLog, utcnow
 from agentexec.runtime import get_runtime
 from agentexec.testing import ScriptedOpenAIServer, WorkerProcess, wait_for
@@ -385,6 +387,13 @@ def test_bad_input_gets_a_specific_status(guide_app: GuideApp) -> None:
         return default_responder(request)
 
     app.server.responder = respond
+    # A canceled run: 409 with its reason (canceled while queued, before any worker).
+    stopped = app.research("Stopped Ltd")
+    assert asyncio.run(ax.cancel(stopped, reason="Not needed")) is True
+    response = app.http.get(f"/api/tasks/{stopped}/result")
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "TaskCanceledError"
+    assert "Not needed" in response.json()["reason"]
     app.start_worker()
     # A failed run: 409 with its reason, not 500.
     doomed = app.research("Doomed Inc")
@@ -409,4 +418,4 @@ def test_bad_input_gets_a_specific_status(guide_app: GuideApp) -> None:
     # A body over the limit: 413 from the guard, and nothing is queued.
     response = app.http.post("/api/tasks/research", content=b"x" * (1_048_576 + 1))
     assert (response.status_code, response.json()["error"]) == (413, "BodyTooLarge")
-    assert app.http.get("/api/activities").json()["total"] == 1  # only the doomed run
+    assert app.http.get("/api/activities").json()["total"] == 2  # the doomed and the stopped

@@ -7,6 +7,7 @@ runs whose body completed more than once (the agents count their completions in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import signal
@@ -123,15 +124,20 @@ def _logs(agent_id: uuid.UUID) -> list[tuple[str, str]]:
         return [(status.value, message) for status, message in rows]
 
 
-def _duplicates(ids: list[uuid.UUID]) -> int:
-    """Runs whose body completed more than once."""
+def _counters(kind: str, ids: list[uuid.UUID], suffix: str = "") -> list[int]:
+    """Each run's counter `<prefix>.<kind>.<id><suffix>` in the broker's Redis."""
     client = redis.Redis.from_url(get_settings().redis_url)
     try:
         prefix = get_settings().queue_prefix
-        counts = client.mget([f"{prefix}.completed.{i}" for i in ids])
-        return sum(int(c or 0) > 1 for c in counts)  # type: ignore[union-attr]
+        counts = client.mget([f"{prefix}.{kind}.{i}{suffix}" for i in ids])
+        return [int(c or 0) for c in counts]  # type: ignore[union-attr]
     finally:
         client.close()
+
+
+def _duplicates(ids: list[uuid.UUID]) -> int:
+    """Runs whose body completed more than once (the agents count their completions)."""
+    return sum(count > 1 for count in _counters("completed", ids))
 
 
 def _settled(ids: list[uuid.UUID], within: float = 60) -> Audit:
@@ -173,6 +179,25 @@ async def test_worker_sigkill_then_new_worker(agentexec_worker: StartWorker) -> 
     assert audit.complete == 20
 
 
+@pytest.mark.timeout(300)
+async def test_a_run_longer_than_the_visibility_timeout_is_not_redelivered(
+    agentexec_worker: StartWorker,
+) -> None:
+    """Heartbeats keep a live run's message invisible: 12 s agents under a 4 s visibility
+    timeout, with an idle second worker that would restore and take them, each run once."""
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=FAST)
+    ids = await _enqueue(3, seconds=12, reports=3)
+    await asyncio.to_thread(_running, ids, 3)
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=FAST)
+    audit = await asyncio.to_thread(_report, "run-longer-than-visibility-timeout", ids, 60)
+    assert (audit.complete, audit.dup) == (3, 0)
+    # Delivered once each: not even a redelivery that waited for the first delivery to end.
+    assert _counters("deliveries", ids, ".0") == [1, 1, 1]
+    for agent_id in ids:
+        starts = [m for s, m in _logs(agent_id) if s == "RUNNING" and m.startswith("Task started")]
+        assert starts == ["Task started"], _logs(agent_id)
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -191,31 +216,44 @@ async def test_prefork_child_sigkill(agentexec_worker: StartWorker) -> None:
     assert worker.process is not None and worker.process.poll() is None  # the worker lives on
 
 
+def _restarted_after_requeue(agent_id: uuid.UUID) -> bool:
+    """The run was requeued at shutdown and has started again since."""
+    logs = _logs(agent_id)
+    requeued = ("QUEUED", "Requeued at shutdown")
+    if requeued not in logs:
+        return False
+    after = logs[logs.index(requeued) + 1 :]
+    return any(status == "RUNNING" and "started again" in m for status, m in after)
+
+
 @pytest.mark.timeout(300)
 async def test_sigterm_requeues_agents_longer_than_the_shutdown_timeout(
     agentexec_worker: StartWorker,
 ) -> None:
-    env = {**FAST, "AGENTEXEC_SHUTDOWN_TIMEOUT": "10"}
+    """SIGTERM with 40 s agents and a 10 s shutdown timeout: the worker exits within 15 s, and
+    another worker, already running, takes the requeued agents at once, not after the
+    visibility timeout."""
+    env = {**FAST, "AGENTEXEC_SHUTDOWN_TIMEOUT": "10", "AGENTEXEC_VISIBILITY_TIMEOUT": "3600"}
     first = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
     long_ids = await _enqueue(4, seconds=40, reports=4)
     short_ids = await _enqueue(4, seconds=3, reports=3)
     ids = long_ids + short_ids
     await asyncio.to_thread(_running, ids, 8)
+    second = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
     assert first.process is not None
     first.process.terminate()
     signalled = time.monotonic()
     await asyncio.to_thread(first.process.wait, 30)
     exited = time.monotonic() - signalled
-    second = agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
-    restarted = time.monotonic()
-    await asyncio.to_thread(_running, long_ids, 4)  # taken at once, not after a timeout
-    print(f"\nsigterm: worker exited in {exited:.1f}s; requeued runs restarted in "
-          f"{time.monotonic() - restarted:.1f}s after the next worker was ready")  # fmt: skip
-    assert exited < 20, f"worker took {exited:.1f}s to exit after SIGTERM (timeout 10 s)"
+    for agent_id in long_ids:  # taken by the second worker at once
+        restarted_again = functools.partial(_restarted_after_requeue, agent_id)
+        await asyncio.to_thread(wait_for, restarted_again, 20, "a requeued run to restart")
+    restarted = time.monotonic() - signalled
+    print(f"\nsigterm: worker exited {exited:.1f}s after SIGTERM; every requeued run had started "
+          f"again on the other worker {restarted:.1f}s after SIGTERM")  # fmt: skip
+    assert exited < 15, f"worker took {exited:.1f}s to exit after SIGTERM (timeout 10 s)"
     audit = await asyncio.to_thread(_report, "sigterm-shutdown-timeout", ids, 90)
     assert (audit.complete, audit.dup) == (8, 0)
-    for agent_id in long_ids:
-        assert ("QUEUED", "Requeued at shutdown") in _logs(agent_id)
     for agent_id in short_ids:
         assert ("QUEUED", "Requeued at shutdown") not in _logs(agent_id)
     assert "requeued at shutdown" in first.log()
