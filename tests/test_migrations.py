@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, inspect
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.orm import Session
 
 from agentexec import migrations
+from agentexec.activity.queries import detail
 from agentexec.cli import main
-from agentexec.db.models import Base
+from agentexec.db import projection
+from agentexec.db.models import Activity, ActivityLog, Base, Status
+from agentexec.events import Event
 from agentexec.runtime import Runtime, set_runtime
 
 
@@ -71,3 +77,56 @@ def test_unversioned_tables_that_differ_are_left_alone(engine: Engine) -> None:
     assert migrations.current_revision() is None
     assert _db("stamp", migrations.head_revision()).exit_code == 0
     assert migrations.current_revision() == migrations.head_revision()
+
+
+def test_tables_of_an_earlier_version_are_migrated_with_their_rows(engine: Engine) -> None:
+    """Tables as agentexec made them before the event log (revision 0001, by `create_all`, so
+    without a version): `upgrade` finds their revision by their columns and migrates them;
+    their log rows keep their order, and the event log's writes apply on top."""
+    assert _db("upgrade", "--revision", "0001").exit_code == 0
+    agent_id = uuid.uuid4()
+    with engine.connect() as conn:
+        columns = {c["name"] for name in ("activity", "activity_log") for c in
+                   inspect(conn).get_columns(f"agentexec_{name}")}  # fmt: skip
+    assert {"agent_id", "status"} <= columns and not {"seq", "last_seq"} & columns
+    # The models' tables type the values; the columns 0002 adds are left out.
+    activity, log = Activity.__table__, ActivityLog.__table__
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {migrations.version_table()}"))  # as create_all left it
+        conn.execute(
+            activity.insert().values(
+                agent_id=agent_id, agent_type="research", status="RUNNING",
+                latest_completion_percentage=50, latest_log="Halfway",
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+        for message, status, percent in [
+            ("Task queued", "QUEUED", None),
+            ("Task started", "RUNNING", 0),
+            ("Halfway", "RUNNING", 50),
+        ]:
+            conn.execute(
+                log.insert().values(
+                    agent_id=agent_id, message=message, status=status,
+                    completion_percentage=percent, created_at=now,
+                )
+            )  # fmt: skip
+
+    outcome = _db("upgrade")
+    assert outcome.exit_code == 0, outcome.output
+    assert (
+        outcome.output.strip() == f"activity tables upgraded: 0001 -> {migrations.head_revision()}"
+    )
+    with engine.connect() as conn:
+        assert migrations.differences(conn) == []
+    end = Event(agent_id, Status.COMPLETE, "Task completed", percentage=100, seq=10**15)
+    with engine.begin() as conn:
+        projection.apply(conn, [end])
+    with Session(engine) as session:
+        run = detail(session, agent_id)
+        assert run is not None
+        assert (run.status, run.latest_completion_percentage) == (Status.COMPLETE, 100)
+        assert [entry.message for entry in run.logs] == [
+            "Task queued", "Task started", "Halfway", "Task completed",
+        ]  # fmt: skip

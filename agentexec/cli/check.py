@@ -32,9 +32,9 @@ class _Answered(Exception):
 def check(app_module: str | None, timeout: float, allow_no_workers: bool) -> None:
     """Check Redis, the activity tables and the workers; exit code 1 on any failure.
 
-    It fails when Redis does not answer, the database cannot be reached or lacks the
-    activity tables, or no worker consumes the queues. It changes nothing: no table and no
-    SQLite file is created.
+    It fails when Redis does not answer, the database cannot be reached, lacks the activity
+    tables or has them out of date (`agentexec db upgrade`), or no worker consumes the
+    queues. It changes nothing: no table and no SQLite file is created.
 
     \b
     Examples:
@@ -44,14 +44,20 @@ def check(app_module: str | None, timeout: float, allow_no_workers: bool) -> Non
     app = load_app(app_module) if app_module else None
     ok = _redis() and _database(app_module)
     if ok:
-        ok = _workers(app, timeout) or allow_no_workers
+        ok = _workers(app, timeout, allow_no_workers)
     sys.exit(0 if ok else 1)
 
 
-def _report(name: str, ok: bool, detail: str) -> bool:
-    mark = click.style("ok  ", fg="green") if ok else click.style("FAIL", fg="red", bold=True)
+def _report(name: str, ok: bool, detail: str, allowed: bool = False) -> bool:
+    """One line per check; a failure that `allowed` lets pass is marked `none`."""
+    if ok:
+        mark = click.style("ok  ", fg="green")
+    elif allowed:
+        mark = click.style("none", fg="yellow")
+    else:
+        mark = click.style("FAIL", fg="red", bold=True)
     click.echo(f"{name:<9} {mark} {detail}")
-    return ok
+    return ok or allowed
 
 
 def _redis() -> bool:
@@ -78,17 +84,24 @@ def _database(app_module: str | None) -> bool:
     from agentexec.config import get_settings
 
     settings = get_settings()
+    wanted = _wanted_columns()
     engine: Engine | None = None
     try:
         if app_module:
             engine = activity_engine()  # the one the WorkerPool bound
         else:
-            # SQLAlchemy Core alone, without agentexec's models: a probe has to be quick.
+            # A bare engine: agentexec's runtime would start threads and create tables.
             engine = create_engine(settings.database_url)
             require_sqlite_file(engine)
         where = engine.url.render_as_string()
         with engine.connect() as conn:
-            tables = set(inspect(conn).get_table_names())
+            inspector = inspect(conn)
+            tables = set(inspector.get_table_names())
+            columns = {
+                table: {column["name"] for column in inspector.get_columns(table)}
+                for table in wanted
+                if table in tables
+            }
     except click.ClickException as exc:
         return _report("database", False, exc.message)
     except (SQLAlchemyError, ImportError) as exc:
@@ -97,13 +110,27 @@ def _database(app_module: str | None) -> bool:
     finally:
         if engine is not None:
             engine.dispose()
-    # The names of `agentexec.db.models`.
-    wanted = {f"{settings.table_prefix}activity", f"{settings.table_prefix}activity_log"}
-    missing = sorted(wanted - tables)
+    missing = sorted(set(wanted) - tables)
     if missing:
         detail = f"{where}: missing tables {', '.join(missing)} (run `agentexec db upgrade`)"
         return _report("database", False, detail)
+    old = sorted(f"{table}.{name}" for table in wanted for name in wanted[table] - columns[table])
+    if old:
+        detail = (
+            f"{where}: tables out of date, missing {', '.join(old)} (run `agentexec db upgrade`)"
+        )
+        return _report("database", False, detail)
     return _report("database", True, where)
+
+
+def _wanted_columns() -> dict[str, set[str]]:
+    """The column names of each activity table, as this version's models have them."""
+    from agentexec.db.models import Base
+
+    return {
+        table.name: {column.name for column in table.columns}
+        for table in Base.metadata.sorted_tables
+    }
 
 
 def probe_transport_options(settings: Settings) -> dict[str, Any]:
@@ -123,8 +150,9 @@ def probe_transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _workers(app: Celery | None, timeout: float) -> bool:
-    """Whether a worker consuming the queues answers; returns at the first that does."""
+def _workers(app: Celery | None, timeout: float, allowed: bool) -> bool:
+    """Whether a worker consuming the queues answers (or none has to); returns at the first
+    that does."""
     import os
 
     from celery import Celery
@@ -157,4 +185,4 @@ def _workers(app: Celery | None, timeout: float) -> bool:
     except Exception as exc:  # the broker went away between the checks
         return _report("workers", False, f"{type(exc).__name__}: {exc}")
     detail = f"no worker consumes {named} ({len(others or ())} others answered in {timeout}s)"
-    return _report("workers", False, detail)
+    return _report("workers", False, detail, allowed)

@@ -24,8 +24,8 @@ def db() -> None:
 def upgrade(app_module: str | None, revision: str) -> None:
     """Bring the activity tables up to date (create them on an empty database).
 
-    Tables made by `ax.Base.metadata.create_all` (or created on first use) that match
-    this version's models are recorded as up to date first.
+    Tables made by `ax.Base.metadata.create_all` (or created on first use), by this
+    version or an earlier one, are first recorded at the revision they match.
 
     \b
     Example:

@@ -5,9 +5,10 @@
 with a project's own Alembic history in the same database.
 
 Tables made without migrations (`ax.Base.metadata.create_all`, or created on first use)
-have no version yet. `upgrade` records them as up to date when they match this version's
-models exactly, and otherwise stops and asks for `agentexec db stamp REVISION` with the
-revision they were created at.
+have no version yet. `upgrade` records them at the shipped revision whose tables have the
+same columns, this version's or an earlier one (0001: before the event log), and migrates
+them from there; tables that match none make it stop and ask for `agentexec db stamp
+REVISION` with the revision they were created at.
 
 A change to `agentexec.db.models` needs a new revision here: `tests/test_migrations.py`
 fails until the migrations produce the models' tables again.
@@ -15,6 +16,7 @@ fails until the migrations produce the models' tables again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, create_engine, inspect
 
 from agentexec.config import get_settings
 from agentexec.db.models import Activity, ActivityLog, Base
@@ -105,21 +107,68 @@ def differences(conn: Connection) -> list[Any]:
 def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate the activity tables to `revision`; returns the revisions before and after.
 
+    Tables without a version are first recorded at the shipped revision whose tables have
+    the same columns (tables made by `create_all` of an earlier agentexec), then migrated;
+    that revision is the one returned as before.
+
     Raises:
-        MigrationError: the tables exist without a version and differ from the models.
+        MigrationError: the tables exist without a version and match no shipped revision.
     """
     with _connection() as conn:
         before = _current(conn)
         if before is None and _has_tables(conn):
-            if differences(conn):
+            found = _unversioned_revision(conn)
+            if found is None:
+                raise MigrationError(
+                    "the activity tables exist without a migration version and match no "
+                    "revision shipped with this agentexec: run `agentexec db stamp REVISION` "
+                    "with the revision they were created at, then upgrade"
+                )
+            command.stamp(config(conn), found)
+            before = found
+            if found == head_revision() and differences(conn):
                 raise MigrationError(
                     "the activity tables exist without a migration version and differ from "
-                    "this version's models: run `agentexec db stamp REVISION` with the "
-                    "revision they were created at, then upgrade"
+                    "this version's models in more than their columns: run `agentexec db "
+                    "stamp REVISION` with the revision they were created at, then upgrade"
                 )
-            command.stamp(config(conn), "head")  # made by create_all of this version
         command.upgrade(config(conn), revision)
         return before, _current(conn)
+
+
+def _columns(conn: Connection) -> dict[str, frozenset[str]]:
+    """The column names of each activity table present."""
+    inspector = inspect(conn)
+    ours = (Activity.__tablename__, ActivityLog.__tablename__)
+    names = set(inspector.get_table_names())
+    return {
+        table: frozenset(column["name"] for column in inspector.get_columns(table))
+        for table in ours
+        if table in names
+    }
+
+
+@functools.cache
+def _columns_by_revision() -> dict[str, dict[str, frozenset[str]]]:
+    """Each shipped revision's activity tables, by column names, newest first: each migration
+    run up to it on an in-memory SQLite database."""
+    script = ScriptDirectory.from_config(config())
+    found = {}
+    for rev in script.walk_revisions():
+        engine = create_engine("sqlite://")
+        try:
+            with engine.begin() as scratch:
+                command.upgrade(config(scratch), rev.revision)
+                found[rev.revision] = _columns(scratch)
+        finally:
+            engine.dispose()
+    return found
+
+
+def _unversioned_revision(conn: Connection) -> str | None:
+    """The shipped revision whose tables have exactly the columns of the tables here."""
+    here = _columns(conn)
+    return next((rev for rev, cols in _columns_by_revision().items() if cols == here), None)
 
 
 def stamp(revision: str) -> None:

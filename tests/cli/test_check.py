@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
+from agentexec import migrations
 from agentexec.db.models import Base
 from agentexec.testing.plugin import StartWorker
 from tests.faults.services import free_port
@@ -60,6 +61,7 @@ def test_fails_without_a_worker_unless_allowed(
     assert "workers   FAIL no worker consumes" in out.stdout
     allowed = _check(probe_dir, agentexec_env, "--allow-no-workers")
     assert allowed.returncode == 0, allowed.stdout
+    assert "workers   none no worker consumes" in allowed.stdout
 
 
 def test_fails_when_redis_is_unreachable(
@@ -93,6 +95,25 @@ def test_fails_when_the_tables_are_missing(
     with engine.connect() as conn:
         assert not engine.dialect.has_table(conn, "agentexec_activity")  # still missing
     engine.dispose()
+
+
+def test_fails_when_the_tables_are_out_of_date(
+    agentexec_env: dict[str, str], agentexec_database_url: str, probe_dir: Path
+) -> None:
+    """Tables as agentexec made them before the event log (migration 0001): `db upgrade`
+    is due."""
+    engine = create_engine(agentexec_database_url)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    migrations.upgrade("0001")
+    out = _check(probe_dir, agentexec_env, "--allow-no-workers")
+    assert out.returncode == 1
+    assert (
+        "tables out of date, missing agentexec_activity.last_seq, agentexec_activity_log.seq "
+        "(run `agentexec db upgrade`)"
+    ) in out.stdout
+    migrations.upgrade()
+    assert _check(probe_dir, agentexec_env, "--allow-no-workers").returncode == 0
 
 
 def test_fails_without_creating_a_sqlite_file(

@@ -1,5 +1,7 @@
 """The activity tables: one row per run, one log row per event of the run.
 
+As agentexec made them before the event log: log rows in insertion order, indexed by run.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-30
@@ -36,7 +38,6 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(255), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seq", sa.BigInteger(), nullable=True),
     )
     op.create_index(f"ix_{activity}_created_at", activity, ["created_at"])
     op.create_index(f"ix_{activity}_status", activity, ["status"])
@@ -55,13 +56,12 @@ def upgrade() -> None:
             sa.ForeignKey(f"{activity}.agent_id", ondelete="CASCADE"),
             nullable=False,
         ),
-        sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("status", _status(), nullable=False),
         sa.Column("completion_percentage", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint("agent_id", "seq", name=f"uq_{log}_seq"),
     )
+    op.create_index(f"ix_{log}_agent_id", log, ["agent_id"])
 
 
 def downgrade() -> None:
