@@ -7,7 +7,7 @@ connection.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -161,7 +161,31 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if "@" in rest else url
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first call."""
-    return Settings()
+class _ProcessSettings:
+    """`get_settings()`: one `Settings` per process, read from the environment on first call.
+
+    Not `functools.lru_cache`: threads that call it first at the same moment each build one,
+    and all but one get an object the cache does not hold, so a change made to it (a test's
+    monkeypatch, say) is lost for every later caller.
+    """
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Settings:
+        settings = self._settings
+        if settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = Settings()
+                settings = self._settings
+        return settings
+
+    def cache_clear(self) -> None:
+        """Forget the settings: the next call reads the environment again."""
+        with self._lock:
+            self._settings = None
+
+
+get_settings = _ProcessSettings()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from agentexec.config import Settings
+from agentexec.config import Settings, get_settings
 
 
 def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +35,24 @@ def test_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTEXEC_NUM_WORKERS", "0")
     with pytest.raises(ValueError, match="num_workers"):
         Settings(_env_file=None)
+
+
+def _first_call(barrier: threading.Barrier, seen: list[Settings]) -> None:
+    barrier.wait()
+    seen.append(get_settings())
+
+
+def test_threads_that_read_the_settings_first_at_once_share_one_object() -> None:
+    """A change to the settings object (a test's monkeypatch) reaches every caller, even when
+    several threads built it at the same moment (`lru_cache` gave some a copy it did not keep)."""
+    for _ in range(300):
+        get_settings.cache_clear()
+        barrier, seen = threading.Barrier(4), []
+        threads = [threading.Thread(target=_first_call, args=(barrier, seen)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        _first_call(barrier, seen)
+        for thread in threads:
+            thread.join()
+        assert all(settings is get_settings() for settings in seen)
+    get_settings.cache_clear()
