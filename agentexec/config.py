@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     queue_prefix: str = "agentexec"
     """Prefix of the HIGH and LOW queue names, so they never clash with a user's own queues."""
 
-    table_prefix: str = "agentexec_"
-    """Prefix of the activity tables (`agentexec_activity`, `agentexec_activity_log`)."""
+    table_prefix: str = Field(default="agentexec_", pattern=r"^[a-z_][a-z0-9_]*$")
+    """Prefix of the activity tables (`agentexec_activity`, `agentexec_activity_log`): lower
+    case letters, digits and underscores, so the names need no quoting in any database."""
 
     synchronous_commit: bool = False
     """On PostgreSQL, wait for each activity write to be flushed to disk before going on.

@@ -37,6 +37,15 @@ def test_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(_env_file=None)
 
 
+@pytest.mark.parametrize("prefix", ["My-App_", "Agents_", "1st_", "a b"])
+def test_a_table_prefix_that_would_need_quoting_is_refused(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
+    monkeypatch.setenv("AGENTEXEC_TABLE_PREFIX", prefix)
+    with pytest.raises(ValueError, match="table_prefix"):
+        Settings(_env_file=None)
+
+
 def _first_call(barrier: threading.Barrier, seen: list[Settings]) -> None:
     barrier.wait()
     seen.append(get_settings())

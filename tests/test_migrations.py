@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, inspect
 from sqlalchemy.orm import Session
 
 from agentexec import migrations
@@ -46,7 +46,7 @@ def test_upgrade_of_an_empty_database_matches_the_models(engine: Engine) -> None
     with engine.connect() as conn:
         assert migrations.differences(conn) == []
         names = set(inspect(conn).get_table_names())
-    assert {"agentexec_activity", "agentexec_activity_log"} <= names
+    assert {Activity.__tablename__, ActivityLog.__tablename__} <= names
     assert migrations.version_table() in names
     assert _db("upgrade").output.strip() == f"activity tables already at {head}"
     assert _db("current").output.strip() == f"{head} (head: {head})"
@@ -55,7 +55,7 @@ def test_upgrade_of_an_empty_database_matches_the_models(engine: Engine) -> None
 def test_the_comparison_sees_a_difference(engine: Engine) -> None:
     assert _db("upgrade").exit_code == 0
     with engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE agentexec_activity ADD COLUMN extra INTEGER")
+        conn.exec_driver_sql(f"ALTER TABLE {Activity.__tablename__} ADD COLUMN extra INTEGER")
     with engine.connect() as conn:
         assert [diff[0] for diff in migrations.differences(conn)] == ["remove_column"]
 
@@ -70,7 +70,7 @@ def test_tables_from_create_all_are_recorded_as_up_to_date(engine: Engine) -> No
 
 
 def test_unversioned_tables_that_differ_are_left_alone(engine: Engine) -> None:
-    Base.metadata.tables["agentexec_activity"].create(engine)  # the log table is missing
+    Activity.__table__.create(engine)  # the log table is missing
     outcome = _db("upgrade")
     assert outcome.exit_code == 1
     assert "agentexec db stamp REVISION" in outcome.output
@@ -85,15 +85,16 @@ def test_tables_of_an_earlier_version_are_migrated_with_their_rows(engine: Engin
     their log rows keep their order, and the event log's writes apply on top."""
     assert _db("upgrade", "--revision", "0001").exit_code == 0
     agent_id = uuid.uuid4()
-    with engine.connect() as conn:
-        columns = {c["name"] for name in ("activity", "activity_log") for c in
-                   inspect(conn).get_columns(f"agentexec_{name}")}  # fmt: skip
+    inspector = inspect(engine)
+    columns = {
+        c["name"] for t in (Activity, ActivityLog) for c in inspector.get_columns(t.__tablename__)
+    }
     assert {"agent_id", "status"} <= columns and not {"seq", "last_seq"} & columns
     # The models' tables type the values; the columns 0002 adds are left out.
     activity, log = Activity.__table__, ActivityLog.__table__
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        conn.execute(text(f"DROP TABLE {migrations.version_table()}"))  # as create_all left it
+        Table(migrations.version_table(), MetaData()).drop(conn)  # as create_all left it
         conn.execute(
             activity.insert().values(
                 agent_id=agent_id, agent_type="research", status="RUNNING",

@@ -30,7 +30,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("last_seq", sa.BigInteger(), nullable=True))
     with op.batch_alter_table(log) as batch:
         batch.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
-    op.execute(sa.text(f"UPDATE {log} SET seq = id"))
+    rows = sa.table(log, sa.column("id"), sa.column("seq"))
+    op.execute(rows.update().values(seq=rows.c.id))
     with op.batch_alter_table(log) as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=False)
         batch.drop_index(f"ix_{log}_agent_id")
