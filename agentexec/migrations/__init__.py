@@ -118,7 +118,7 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
         before = _current(conn)
         if before is None and _has_tables(conn):
             found = _unversioned_revision(conn)
-            if found is None:
+            if found is None or (found == head_revision() and differences(conn)):
                 raise MigrationError(
                     "the activity tables exist without a migration version and match no "
                     "revision shipped with this agentexec: run `agentexec db stamp REVISION` "
@@ -126,12 +126,6 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
                 )
             command.stamp(config(conn), found)
             before = found
-            if found == head_revision() and differences(conn):
-                raise MigrationError(
-                    "the activity tables exist without a migration version and differ from "
-                    "this version's models in more than their columns: run `agentexec db "
-                    "stamp REVISION` with the revision they were created at, then upgrade"
-                )
         command.upgrade(config(conn), revision)
         return before, _current(conn)
 
