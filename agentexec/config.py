@@ -7,9 +7,10 @@ connection.
 
 from __future__ import annotations
 
+import re
 import threading
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,9 +42,10 @@ class Settings(BaseSettings):
     queue_prefix: str = "agentexec"
     """Prefix of the HIGH and LOW queue names, so they never clash with a user's own queues."""
 
-    table_prefix: str = Field(default="agentexec_", pattern=r"^[a-z_][a-z0-9_]*$")
+    table_prefix: str = "agentexec_"
     """Prefix of the activity tables (`agentexec_activity`, `agentexec_activity_log`): lower
-    case letters, digits and underscores, so the names need no quoting in any database."""
+    case letters, digits and underscores, so the names need no quoting in any database, and
+    not empty, so its version table never is a project's own `alembic_version`."""
 
     synchronous_commit: bool = False
     """On PostgreSQL, wait for each activity write to be flushed to disk before going on.
@@ -154,6 +156,16 @@ class Settings(BaseSettings):
     def low_queue(self) -> str:
         """Name of the LOW priority queue."""
         return f"{self.queue_prefix}.low"
+
+    @field_validator("table_prefix")
+    @classmethod
+    def _plain_table_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", value):
+            raise ValueError(
+                f"AGENTEXEC_TABLE_PREFIX must be lower case letters, digits and underscores, "
+                f"starting with a letter or an underscore, such as 'myapp_' (got {value!r})"
+            )
+        return value
 
 
 def redact(url: str) -> str:

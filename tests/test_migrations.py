@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from alembic import command
 from click.testing import CliRunner
-from sqlalchemy import Engine, MetaData, Table, create_engine, inspect
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from agentexec import migrations
@@ -131,3 +132,32 @@ def test_tables_of_an_earlier_version_are_migrated_with_their_rows(engine: Engin
         assert [entry.message for entry in run.logs] == [
             "Task queued", "Task started", "Halfway", "Task completed",
         ]  # fmt: skip
+
+
+def test_tables_recorded_at_an_older_revision_than_their_columns_are_recorded_again(
+    engine: Engine,
+) -> None:
+    """agentexec's first migration made the event log's tables as "0001": such a database is
+    recorded at the revision its columns match, and upgrades without error."""
+    assert _db("upgrade").exit_code == 0
+    assert _db("stamp", "0001").exit_code == 0
+    outcome = _db("upgrade")
+    assert outcome.exit_code == 0, outcome.output
+    assert migrations.current_revision() == migrations.head_revision()
+    with engine.connect() as conn:
+        assert migrations.differences(conn) == []
+
+
+def test_downgrade_to_the_schema_before_the_event_log_keeps_the_rows(engine: Engine) -> None:
+    """On SQLite a batch migration copies a table: the runs' table must not be copied, since
+    dropping the old copy would cascade to the log."""
+    assert _db("upgrade").exit_code == 0
+    agent_id = uuid.uuid4()
+    with engine.begin() as conn:
+        for seq, status in enumerate([Status.QUEUED, Status.RUNNING], start=1):
+            projection.apply(conn, [Event(agent_id, status, f"step {seq}", seq=seq, task="t")])
+    with engine.begin() as conn:
+        command.downgrade(migrations.config(conn), "0001")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Activity.__table__)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(ActivityLog.__table__)).scalar() == 2

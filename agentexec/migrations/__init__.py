@@ -30,7 +30,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect
 
 from agentexec.config import get_settings
-from agentexec.db.models import Activity, ActivityLog, Base
+from agentexec.db.models import Base
+from agentexec.migrations.naming import table
 from agentexec.runtime import get_runtime
 
 __all__ = [
@@ -109,15 +110,17 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
 
     Tables without a version are first recorded at the shipped revision whose tables have
     the same columns (tables made by `create_all` of an earlier agentexec), then migrated;
-    that revision is the one returned as before.
+    that revision is the one returned as before. Tables recorded at a revision older than
+    their columns are recorded again at the one they match.
 
     Raises:
         MigrationError: the tables exist without a version and match no shipped revision.
     """
     with _connection() as conn:
         before = _current(conn)
-        if before is None and _has_tables(conn):
-            found = _unversioned_revision(conn)
+        has_tables = _has_tables(conn)
+        found = _revision_by_columns(conn) if has_tables else None
+        if before is None and has_tables:
             if found is None or (found == head_revision() and differences(conn)):
                 raise MigrationError(
                     "the activity tables exist without a migration version and match no "
@@ -126,14 +129,24 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
                 )
             command.stamp(config(conn), found)
             before = found
+        elif before is not None and found is not None and _newer(found, than=before):
+            # Recorded at an older revision than their columns say: agentexec's first
+            # migration once made the event log's tables as "0001". Record what they are.
+            command.stamp(config(conn), found)
         command.upgrade(config(conn), revision)
         return before, _current(conn)
 
 
+def _newer(revision: str, *, than: str) -> bool:
+    """Whether `revision` comes after `than` in the shipped history."""
+    order = [rev.revision for rev in ScriptDirectory.from_config(config()).walk_revisions()]
+    return than in order and order.index(revision) < order.index(than)  # newest first
+
+
 def _columns(conn: Connection) -> dict[str, frozenset[str]]:
-    """The column names of each activity table present."""
+    """The column names of each activity table present, under the configured prefix."""
     inspector = inspect(conn)
-    ours = (Activity.__tablename__, ActivityLog.__tablename__)
+    ours = (table("activity"), table("activity_log"))
     names = set(inspector.get_table_names())
     return {
         table: frozenset(column["name"] for column in inspector.get_columns(table))
@@ -142,10 +155,10 @@ def _columns(conn: Connection) -> dict[str, frozenset[str]]:
     }
 
 
-@functools.cache
-def _columns_by_revision() -> dict[str, dict[str, frozenset[str]]]:
-    """Each shipped revision's activity tables, by column names, newest first: each migration
-    run up to it on an in-memory SQLite database."""
+@functools.lru_cache
+def _columns_by_revision(prefix: str) -> dict[str, dict[str, frozenset[str]]]:
+    """Each shipped revision's activity tables under `prefix`, by column names, newest first:
+    each migration run up to it on an in-memory SQLite database."""
     script = ScriptDirectory.from_config(config())
     found = {}
     for rev in script.walk_revisions():
@@ -159,10 +172,11 @@ def _columns_by_revision() -> dict[str, dict[str, frozenset[str]]]:
     return found
 
 
-def _unversioned_revision(conn: Connection) -> str | None:
-    """The shipped revision whose tables have exactly the columns of the tables here."""
+def _revision_by_columns(conn: Connection) -> str | None:
+    """The newest shipped revision whose tables have exactly the columns of the tables here."""
     here = _columns(conn)
-    return next((rev for rev, cols in _columns_by_revision().items() if cols == here), None)
+    by_revision = _columns_by_revision(get_settings().table_prefix)
+    return next((rev for rev, cols in by_revision.items() if cols == here), None)
 
 
 def stamp(revision: str) -> None:
@@ -173,4 +187,4 @@ def stamp(revision: str) -> None:
 
 def _has_tables(conn: Connection) -> bool:
     names = set(inspect(conn).get_table_names())
-    return bool({Activity.__tablename__, ActivityLog.__tablename__} & names)
+    return bool({table("activity"), table("activity_log")} & names)

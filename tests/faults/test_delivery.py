@@ -183,10 +183,10 @@ async def test_worker_sigkill_then_new_worker(agentexec_worker: StartWorker) -> 
 async def test_a_run_longer_than_the_visibility_timeout_is_not_redelivered(
     agentexec_worker: StartWorker,
 ) -> None:
-    """Heartbeats keep a live run's message invisible: 12 s agents under a 4 s visibility
+    """Heartbeats keep a live run's message invisible: 20 s agents under a 4 s visibility
     timeout, with an idle second worker that would restore and take them, each run once."""
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=FAST)
-    ids = await _enqueue(3, seconds=12, reports=3)
+    ids = await _enqueue(3, seconds=20, reports=3)
     await asyncio.to_thread(_running, ids, 3)
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=FAST)
     audit = await asyncio.to_thread(_report, "run-longer-than-visibility-timeout", ids, 60)

@@ -26,7 +26,7 @@ depends_on = None
 
 def upgrade() -> None:
     activity, log = table("activity"), table("activity_log")
-    with op.batch_alter_table(activity) as batch:
+    with op.batch_alter_table(activity, recreate="never") as batch:
         batch.add_column(sa.Column("last_seq", sa.BigInteger(), nullable=True))
     with op.batch_alter_table(log) as batch:
         batch.add_column(sa.Column("seq", sa.BigInteger(), nullable=True))
@@ -44,5 +44,6 @@ def downgrade() -> None:
         batch.drop_constraint(f"uq_{log}_seq", type_="unique")
         batch.create_index(f"ix_{log}_agent_id", ["agent_id"])
         batch.drop_column("seq")
-    with op.batch_alter_table(activity) as batch:
+    # Not by copying the table on SQLite: dropping the old copy would cascade to the log.
+    with op.batch_alter_table(activity, recreate="never") as batch:
         batch.drop_column("last_seq")
