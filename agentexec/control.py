@@ -53,12 +53,14 @@ def _cancel(agent_id: uuid.UUID, reason: str) -> bool:
         status = activity.status
     task_id = str(agent_id)
     revoked.remember(app, [task_id])
-    app.control.revoke(task_id, terminate=True)
-    if status is not Status.RUNNING:
-        # A queued run: waiters learn it from the result backend, and the worker that takes
-        # it will skip it. A running one is ended by its worker.
-        if app.backend.get_state(task_id) not in states.READY_STATES:
-            app.backend.mark_as_revoked(task_id, reason)
+    queued = status is not Status.RUNNING
+    if queued and app.backend.get_state(task_id) not in states.READY_STATES:
+        # A queued run: waiters learn it, with its reason, from the result backend, and the
+        # worker that takes it will skip it. Stored before the broadcast: every worker that
+        # hears it marks a pending run revoked with its own reason, "revoked".
+        app.backend.mark_as_revoked(task_id, reason)
+    app.control.revoke(task_id, terminate=True)  # a running run is ended by its worker
+    if queued:
         event = Event(agent_id, Status.CANCELED, reason, kind=EventKind.CANCELED)
         try:
             [event] = runtime.events.append([event])

@@ -275,6 +275,24 @@ async def test_cancel_running_and_queued(
     await ax.close_redis()
 
 
+async def test_a_queued_run_canceled_keeps_its_reason_while_workers_hear_the_revoke(
+    agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
+) -> None:
+    """Every worker on the broker hears a revoke, and Celery's marks a pending run revoked
+    with the reason "revoked": here, a worker of another deployment (its own queues), so the
+    run stays queued. The caller's reason is stored first and kept."""
+    other = {**APP_ENV, "AGENTEXEC_QUEUE_PREFIX": f"other-{uuid.uuid4().hex[:8]}"}
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=other)
+    for attempt in range(5):
+        queued = await ax.enqueue("sleep_agent", {"label": f"never {attempt}"})
+        assert await ax.cancel(queued.agent_id, reason="Not needed")
+        await asyncio.sleep(0.5)  # the other worker has heard the revoke
+        with pytest.raises(ax.TaskCanceledError, match="Not needed"):
+            await ax.get_result(queued.agent_id, timeout=5)
+        assert _status(agentexec_session, queued.agent_id) is ax.Status.CANCELED
+    await ax.close_redis()
+
+
 async def test_killed_worker_loses_no_task(
     agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
 ) -> None:
