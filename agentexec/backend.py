@@ -1,6 +1,6 @@
 """Celery's Redis result backend, tuned for many agents per process.
 
-Two changes to `celery.backends.redis.RedisBackend`:
+Three changes to `celery.backends.redis.RedisBackend`:
 
 - No subscription on every publish. Celery's Redis backend subscribes the *producer* to each
   task's result channel as the task is published, in case the caller later blocks on
@@ -13,6 +13,8 @@ Two changes to `celery.backends.redis.RedisBackend`:
   slot. The backends of one process share a pool here, keyed by connection parameters. It
   is a blocking pool: with more threads than connections, a thread waits for a free one
   (stores take well under a millisecond) instead of failing with MaxConnectionsError.
+- A revoked run's result carries the reason given to `ax.cancel`, where Celery's workers
+  store their own words ("revoked", "terminated"); see `agentexec.revoked`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from typing import Any, ClassVar
 
 import redis
 from celery.backends.redis import RedisBackend
+
+from agentexec import revoked
+
+#: What Celery's workers give as the reason of a revoke.
+_CELERY_REASONS = frozenset({"", "revoked", "terminated"})
 
 
 class AgentRedisBackend(RedisBackend):
@@ -36,6 +43,12 @@ class AgentRedisBackend(RedisBackend):
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Subscribe later, when someone waits for the result."""
+
+    def mark_as_revoked(self, task_id: str, reason: str = "", *args: Any, **kwargs: Any) -> Any:
+        """Store the revoke with the caller's reason, when `ax.cancel` gave one."""
+        if reason in _CELERY_REASONS:
+            reason = revoked.reason(self.client, task_id) or reason
+        return super().mark_as_revoked(task_id, reason, *args, **kwargs)
 
     def _get_pool(self, **params: Any) -> Any:
         key = (os.getpid(), repr(sorted(params.items())))  # a forked child gets its own

@@ -52,15 +52,15 @@ def _cancel(agent_id: uuid.UUID, reason: str) -> bool:
             return False
         status = activity.status
     task_id = str(agent_id)
-    revoked.remember(app, [task_id])
-    queued = status is not Status.RUNNING
-    if queued and app.backend.get_state(task_id) not in states.READY_STATES:
-        # A queued run: waiters learn it, with its reason, from the result backend, and the
-        # worker that takes it will skip it. Stored before the broadcast: every worker that
-        # hears it marks a pending run revoked with its own reason, "revoked".
+    revoked.remember(app, [task_id], reason)
+    if app.backend.get_state(task_id) not in states.READY_STATES:
+        # Waiters learn it, with its reason, from the result backend. Stored before the
+        # broadcast: every Celery worker that hears it stores a pending run's result as
+        # revoked with its own reason, "revoked", unless one is there.
         app.backend.mark_as_revoked(task_id, reason)
-    app.control.revoke(task_id, terminate=True)  # a running run is ended by its worker
-    if queued:
+    # A queued run is skipped by the worker that takes it; a running one is ended by its own.
+    app.control.revoke(task_id, terminate=True)
+    if status is not Status.RUNNING:
         event = Event(agent_id, Status.CANCELED, reason, kind=EventKind.CANCELED)
         try:
             [event] = runtime.events.append([event])

@@ -147,17 +147,21 @@ def _unwrap(agent_id: str, meta: dict[str, Any]) -> Any:
     status = meta["status"]
     if status == states.SUCCESS:
         return meta["result"]
-    reason = _exception_text(meta.get("result"))
     if status == states.REVOKED:
+        # The reason alone: the exception is always Celery's TaskRevokedError.
+        reason = _exception_text(meta.get("result"), typed=False)
         raise TaskCanceledError(agent_id, reason or "revoked")
-    raise TaskFailedError(agent_id, reason or status)
+    raise TaskFailedError(agent_id, _exception_text(meta.get("result")) or status)
 
 
-def _exception_text(result: Any) -> str:
+def _exception_text(result: Any, typed: bool = True) -> str:
+    """A stored exception as `Type: message` (or the message alone, not `typed`)."""
     if isinstance(result, dict) and "exc_type" in result:
         message = result.get("exc_message")
         if isinstance(message, list | tuple):
             message = " ".join(str(m) for m in message)
+        if not typed:
+            return str(message or "")
         return f"{result['exc_type']}: {message}" if message else str(result["exc_type"])
     return str(result) if result is not None else ""
 

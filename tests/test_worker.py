@@ -275,12 +275,13 @@ async def test_cancel_running_and_queued(
     await ax.close_redis()
 
 
-async def test_a_queued_run_canceled_keeps_its_reason_while_workers_hear_the_revoke(
+async def test_a_canceled_run_keeps_its_reason_while_every_worker_hears_the_revoke(
     agentexec_worker: StartWorker, agentexec_session: Session, sqlite_only: None
 ) -> None:
-    """Every worker on the broker hears a revoke, and Celery's marks a pending run revoked
-    with the reason "revoked": here, a worker of another deployment (its own queues), so the
-    run stays queued. The caller's reason is stored first and kept."""
+    """Every worker on the broker hears a revoke, and Celery's store a pending run's result
+    with the reason "revoked" (a running one's, "terminated"). The caller's reason is what
+    the result and the log say: first for queued runs, beside a worker of another deployment
+    (its own queues, so the runs stay queued), then for a running run."""
     other = {**APP_ENV, "AGENTEXEC_QUEUE_PREFIX": f"other-{uuid.uuid4().hex[:8]}"}
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=other)
     for attempt in range(5):
@@ -289,7 +290,18 @@ async def test_a_queued_run_canceled_keeps_its_reason_while_workers_hear_the_rev
         await asyncio.sleep(0.5)  # the other worker has heard the revoke
         with pytest.raises(ax.TaskCanceledError, match="Not needed"):
             await ax.get_result(queued.agent_id, timeout=5)
-        assert _status(agentexec_session, queued.agent_id) is ax.Status.CANCELED
+        assert _logs(agentexec_session, queued.agent_id)[-1] == ("CANCELED", "Not needed")
+
+    agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
+    running = await ax.enqueue("sleep_agent", {"seconds": 60, "label": "long"})
+    wait_for(lambda: _status(agentexec_session, running.agent_id) is ax.Status.RUNNING, 30, "run")
+    assert await ax.cancel(running.agent_id, reason="Stop now")
+    with pytest.raises(ax.TaskCanceledError, match="Stop now"):
+        await ax.get_result(running.agent_id, timeout=30)
+    wait_for(
+        lambda: _status(agentexec_session, running.agent_id) is ax.Status.CANCELED, 30, "cancel"
+    )
+    assert _logs(agentexec_session, running.agent_id)[-1] == ("CANCELED", "Stop now")
     await ax.close_redis()
 
 

@@ -36,6 +36,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
+import redis
 from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -302,7 +303,10 @@ class ActivityRecorder:
             return
         if terminated:
             get_runtime().loop.cancel(str(request.id))
-        reason = "Expired before it started" if expired else "Canceled"
+        if expired:
+            reason = "Expired before it started"
+        else:
+            reason = _cancel_reason(self.app, str(request.id)) or "Canceled"
         self._end(request.id, Status.CANCELED, reason)
 
     def on_task_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
@@ -424,3 +428,12 @@ class ActivityRecorder:
 
 def _recorded(task: Any) -> bool:
     return bool(getattr(task.request, "agentexec_recorded", False))
+
+
+def _cancel_reason(app: Celery, task_id: str) -> str | None:
+    """The reason `ax.cancel` gave, when Redis can say."""
+    backend: Any = app.backend
+    try:
+        return revoked.reason(backend.client, task_id)
+    except redis.RedisError:
+        return None

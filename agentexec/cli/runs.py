@@ -298,12 +298,16 @@ class _TailPrinter:
 @click.command()
 @id_argument
 @app_option
-def cancel(agent_id: uuid.UUID, app_module: str | None) -> None:
+@click.option(
+    "--reason", default="Canceled from the command line", show_default=True,
+    help="Why: the run's last log line and its result's reason.",
+)  # fmt: skip
+def cancel(agent_id: uuid.UUID, app_module: str | None, reason: str) -> None:
     """Cancel a run: a queued one never starts, a running one is stopped.
 
     \b
     Example:
-      agentexec cancel 3f2c9a4e-... -A myapp.worker
+      agentexec cancel 3f2c9a4e-... -A myapp.worker --reason "wrong company"
     """
     import asyncio
 
@@ -311,7 +315,7 @@ def cancel(agent_id: uuid.UUID, app_module: str | None) -> None:
 
     load_app(app_module)
     try:
-        canceled = asyncio.run(cancel_run(agent_id, reason="Canceled from the command line"))
+        canceled = asyncio.run(cancel_run(agent_id, reason=reason))
     except KeyError:
         raise click.ClickException(f"no run {agent_id}") from None
     if canceled:

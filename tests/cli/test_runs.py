@@ -134,11 +134,13 @@ def test_cancel_a_running_agent(
     agentexec_worker()
     agent_id = enqueue([1] * 20, step_seconds=1)
     _wait_status(agentexec_session, agent_id, ax.Status.RUNNING)
-    canceled = cli("cancel", str(agent_id))
+    canceled = cli("cancel", str(agent_id), "--reason", "wrong company")
     assert canceled.exit_code == 0 and "canceled" in canceled.output
     waited = cli("result", str(agent_id), "--timeout", "30")
-    assert waited.exit_code == 1 and "cancel" in waited.output.lower()
+    assert waited.exit_code == 1 and "was canceled: wrong company" in waited.output
     _wait_status(agentexec_session, agent_id, ax.Status.CANCELED)
+    shown = cli("show", str(agent_id), "--json")
+    assert json.loads(shown.output)["logs"][-1]["message"] == "wrong company"
     again = cli("cancel", str(agent_id))
     assert again.exit_code == 0 and "already ended" in again.output
 
