@@ -6,9 +6,9 @@ with a project's own Alembic history in the same database.
 
 Tables made without migrations (`ax.Base.metadata.create_all`, or created on first use)
 have no version yet. `upgrade` records them at the shipped revision whose tables have the
-same columns, this version's or an earlier one (0001: before the event log), and migrates
-them from there; tables that match none make it stop and ask for `agentexec db stamp
-REVISION` with the revision they were created at.
+same columns, indexes and unique constraints, this version's or an earlier one (0001: before
+the event log), and migrates them from there; tables that match none make it stop and ask
+for `agentexec db stamp REVISION` with the revision they were created at.
 
 A change to `agentexec.db.models` needs a new revision here: `tests/test_migrations.py`
 fails until the migrations produce the models' tables again.
@@ -109,9 +109,9 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
     """Migrate the activity tables to `revision`; returns the revisions before and after.
 
     Tables without a version are first recorded at the shipped revision whose tables have
-    the same columns (tables made by `create_all` of an earlier agentexec), then migrated;
-    that revision is the one returned as before. Tables recorded at a revision older than
-    their columns are recorded again at the one they match.
+    the same columns, indexes and unique constraints (tables made by `create_all` of an
+    earlier agentexec), then migrated; that revision is the one returned as before. Tables
+    recorded at a revision older than their shape are recorded again at the one they match.
 
     Raises:
         MigrationError: the tables exist without a version and match no shipped revision.
@@ -119,7 +119,7 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
     with _connection() as conn:
         before = _current(conn)
         has_tables = _has_tables(conn)
-        found = _revision_by_columns(conn) if has_tables else None
+        found = _revision_by_shape(conn) if has_tables else None
         if before is None and has_tables:
             if found is None or (found == head_revision() and differences(conn)):
                 raise MigrationError(
@@ -130,7 +130,7 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
             command.stamp(config(conn), found)
             before = found
         elif before is not None and found is not None and _newer(found, than=before):
-            # Recorded at an older revision than their columns say: agentexec's first
+            # Recorded at an older revision than their shape says: agentexec's first
             # migration once made the event log's tables as "0001". Record what they are.
             command.stamp(config(conn), found)
         command.upgrade(config(conn), revision)
@@ -143,22 +143,31 @@ def _newer(revision: str, *, than: str) -> bool:
     return than in order and order.index(revision) < order.index(than)  # newest first
 
 
-def _columns(conn: Connection) -> dict[str, frozenset[str]]:
-    """The column names of each activity table present, under the configured prefix."""
+def _shape(conn: Connection) -> dict[str, frozenset[str]]:
+    """Each activity table present, under the configured prefix, as the names of its
+    columns, indexes and unique constraints (the same on SQLite and PostgreSQL)."""
     inspector = inspect(conn)
     ours = (table("activity"), table("activity_log"))
-    names = set(inspector.get_table_names())
-    return {
-        table: frozenset(column["name"] for column in inspector.get_columns(table))
-        for table in ours
-        if table in names
-    }
+    present = set(inspector.get_table_names())
+    shapes = {}
+    for name in ours:
+        if name not in present:
+            continue
+        columns = {f"column {c['name']}" for c in inspector.get_columns(name)}
+        indexes = {
+            f"index {i['name']}"
+            for i in inspector.get_indexes(name)
+            if not i.get("duplicates_constraint")  # PostgreSQL's index behind a constraint
+        }
+        uniques = {f"unique {u['name']}" for u in inspector.get_unique_constraints(name)}
+        shapes[name] = frozenset(columns | indexes | uniques)
+    return shapes
 
 
 @functools.lru_cache
-def _columns_by_revision(prefix: str) -> dict[str, dict[str, frozenset[str]]]:
-    """Each shipped revision's activity tables under `prefix`, by column names, newest first:
-    each migration run up to it on an in-memory SQLite database."""
+def _shapes_by_revision(prefix: str) -> dict[str, dict[str, frozenset[str]]]:
+    """Each shipped revision's activity tables under `prefix`, newest first: each migration
+    run up to it on an in-memory SQLite database."""
     script = ScriptDirectory.from_config(config())
     found = {}
     for rev in script.walk_revisions():
@@ -166,17 +175,18 @@ def _columns_by_revision(prefix: str) -> dict[str, dict[str, frozenset[str]]]:
         try:
             with engine.begin() as scratch:
                 command.upgrade(config(scratch), rev.revision)
-                found[rev.revision] = _columns(scratch)
+                found[rev.revision] = _shape(scratch)
         finally:
             engine.dispose()
     return found
 
 
-def _revision_by_columns(conn: Connection) -> str | None:
-    """The newest shipped revision whose tables have exactly the columns of the tables here."""
-    here = _columns(conn)
-    by_revision = _columns_by_revision(get_settings().table_prefix)
-    return next((rev for rev, cols in by_revision.items() if cols == here), None)
+def _revision_by_shape(conn: Connection) -> str | None:
+    """The shipped revision whose tables have exactly the columns, indexes and unique
+    constraints of the tables here."""
+    here = _shape(conn)
+    by_revision = _shapes_by_revision(get_settings().table_prefix)
+    return next((rev for rev, shape in by_revision.items() if shape == here), None)
 
 
 def stamp(revision: str) -> None:
