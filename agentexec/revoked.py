@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.worker import state as worker_state
 
@@ -47,8 +48,11 @@ def remember(app: Celery, task_ids: list[str], reason: str | None = None) -> Non
 
 
 def reason(client: Any, task_id: str) -> str | None:
-    """The reason a run was revoked with, if `remember` was given one."""
-    value = client.get(_reason_key(task_id))
+    """The reason a run was revoked with, if `remember` was given one and Redis can say."""
+    try:
+        value = client.get(_reason_key(task_id))
+    except redis.RedisError:
+        return None
     return value.decode() if isinstance(value, bytes) else value
 
 

@@ -36,7 +36,6 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
-import redis
 from celery import Celery, signals, states
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -306,7 +305,8 @@ class ActivityRecorder:
         if expired:
             reason = "Expired before it started"
         else:
-            reason = _cancel_reason(self.app, str(request.id)) or "Canceled"
+            backend: Any = self.app.backend
+            reason = revoked.reason(backend.client, str(request.id)) or "Canceled"
         self._end(request.id, Status.CANCELED, reason)
 
     def on_task_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
@@ -428,12 +428,3 @@ class ActivityRecorder:
 
 def _recorded(task: Any) -> bool:
     return bool(getattr(task.request, "agentexec_recorded", False))
-
-
-def _cancel_reason(app: Celery, task_id: str) -> str | None:
-    """The reason `ax.cancel` gave, when Redis can say."""
-    backend: Any = app.backend
-    try:
-        return revoked.reason(backend.client, task_id)
-    except redis.RedisError:
-        return None

@@ -118,9 +118,9 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
     """
     with _connection() as conn:
         before = _current(conn)
-        has_tables = _has_tables(conn)
-        found = _revision_by_shape(conn) if has_tables else None
-        if before is None and has_tables:
+        here = _shape(conn)
+        found = _revision_by_shape(here) if here else None
+        if before is None and here:
             if found is None or (found == head_revision() and differences(conn)):
                 raise MigrationError(
                     "the activity tables exist without a migration version and match no "
@@ -139,8 +139,8 @@ def upgrade(revision: str = "head") -> tuple[str | None, str | None]:
 
 def _newer(revision: str, *, than: str) -> bool:
     """Whether `revision` comes after `than` in the shipped history."""
-    order = [rev.revision for rev in ScriptDirectory.from_config(config()).walk_revisions()]
-    return than in order and order.index(revision) < order.index(than)  # newest first
+    order = list(_shapes_by_revision(get_settings().table_prefix))  # newest first
+    return than in order and order.index(revision) < order.index(than)
 
 
 def _shape(conn: Connection) -> dict[str, frozenset[str]]:
@@ -181,10 +181,9 @@ def _shapes_by_revision(prefix: str) -> dict[str, dict[str, frozenset[str]]]:
     return found
 
 
-def _revision_by_shape(conn: Connection) -> str | None:
+def _revision_by_shape(here: dict[str, frozenset[str]]) -> str | None:
     """The shipped revision whose tables have exactly the columns, indexes and unique
-    constraints of the tables here."""
-    here = _shape(conn)
+    constraints of the tables `here` (`_shape`)."""
     by_revision = _shapes_by_revision(get_settings().table_prefix)
     return next((rev for rev, shape in by_revision.items() if shape == here), None)
 
@@ -193,8 +192,3 @@ def stamp(revision: str) -> None:
     """Record that the activity tables are at `revision`, changing nothing else."""
     with _connection() as conn:
         command.stamp(config(conn), revision)
-
-
-def _has_tables(conn: Connection) -> bool:
-    names = set(inspect(conn).get_table_names())
-    return bool({table("activity"), table("activity_log")} & names)
