@@ -11,11 +11,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agentexec import activity
-    from agentexec.activity.models import Base, Status
-    from agentexec.application import app, create_app
+    from agentexec.client import activity
+    from agentexec.client.cancel import cancel
+    from agentexec.client.enqueue import enqueue
+    from agentexec.client.watching import watch, watch_all
     from agentexec.config import Settings, get_settings
-    from agentexec.control import cancel
+    from agentexec.db.models import Base
     from agentexec.exceptions import (
         ActivityStoreError,
         AgentExecError,
@@ -25,18 +26,20 @@ if TYPE_CHECKING:
         InvalidAgentIdError,
         InvalidContextError,
         InvalidRequestError,
+        MaxTurnsError,
         TaskCanceledError,
         TaskError,
         TaskFailedError,
         UnknownAgentError,
         UnknownTaskError,
     )
-    from agentexec.pool import WorkerPool
-    from agentexec.queues import Priority
-    from agentexec.results import close_redis, get_result
-    from agentexec.runners import BaseAgentRunner, MaxTurnsError, OpenAIRunner
-    from agentexec.tasks import AgentResult, AgentTask, enqueue
-    from agentexec.watching import watch, watch_all
+    from agentexec.runners import BaseAgentRunner, OpenAIRunner
+    from agentexec.states import Status
+    from agentexec.tasks.app import app, create_app
+    from agentexec.tasks.queues import Priority
+    from agentexec.tasks.results import close_redis, get_result
+    from agentexec.tasks.task import AgentResult, AgentTask
+    from agentexec.tasks.worker_pool import WorkerPool
 
 __version__ = "0.1.0"
 
@@ -85,23 +88,22 @@ __all__ = [
 
 #: Where each public name lives.
 _SOURCES = {
-    "AgentResult": "agentexec.tasks",
-    "AgentTask": "agentexec.tasks",
-    "enqueue": "agentexec.tasks",
-    "Priority": "agentexec.queues",
-    "WorkerPool": "agentexec.pool",
-    "app": "agentexec.application",
-    "create_app": "agentexec.application",
-    "cancel": "agentexec.control",
+    "AgentResult": "agentexec.tasks.task",
+    "AgentTask": "agentexec.tasks.task",
+    "enqueue": "agentexec.client.enqueue",
+    "Priority": "agentexec.tasks.queues",
+    "WorkerPool": "agentexec.tasks.worker_pool",
+    "app": "agentexec.tasks.app",
+    "create_app": "agentexec.tasks.app",
+    "cancel": "agentexec.client.cancel",
     "BaseAgentRunner": "agentexec.runners",
-    "MaxTurnsError": "agentexec.runners",
     "OpenAIRunner": "agentexec.runners",
-    "close_redis": "agentexec.results",
-    "get_result": "agentexec.results",
-    "watch": "agentexec.watching",
-    "watch_all": "agentexec.watching",
-    "Base": "agentexec.activity.models",
-    "Status": "agentexec.activity.models",
+    "close_redis": "agentexec.tasks.results",
+    "get_result": "agentexec.tasks.results",
+    "watch": "agentexec.client.watching",
+    "watch_all": "agentexec.client.watching",
+    "Base": "agentexec.db.models",
+    "Status": "agentexec.states",
     "Settings": "agentexec.config",
     "get_settings": "agentexec.config",
     **dict.fromkeys(
@@ -114,6 +116,7 @@ _SOURCES = {
             "InvalidAgentIdError",
             "InvalidContextError",
             "InvalidRequestError",
+            "MaxTurnsError",
             "TaskCanceledError",
             "TaskError",
             "TaskFailedError",
@@ -123,9 +126,6 @@ _SOURCES = {
         "agentexec.exceptions",
     ),
 }
-#: Modules that load no SQLAlchemy: everything else does, and brings the guide's
-#: `session.execute("...")` compatibility (`agentexec.compat`) with it.
-_NO_SQL = {"agentexec.config", "agentexec.exceptions", "agentexec.queues"}
 
 
 def __getattr__(name: str) -> Any:
@@ -135,15 +135,11 @@ def __getattr__(name: str) -> Any:
         AttributeError: `name` is not an attribute of agentexec.
     """
     if name == "activity":
-        value: Any = importlib.import_module("agentexec.activity")
-        source = value.__name__
+        value: Any = importlib.import_module("agentexec.client.activity")
     elif name in _SOURCES:
-        source = _SOURCES[name]
-        value = getattr(importlib.import_module(source), name)
+        value = getattr(importlib.import_module(_SOURCES[name]), name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if source not in _NO_SQL:
-        importlib.import_module("agentexec.compat").install()
     globals()[name] = value
     return value
 

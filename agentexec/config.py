@@ -13,6 +13,8 @@ import threading
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentexec.keys import Keys
+
 
 class Settings(BaseSettings):
     """agentexec's configuration, read from the environment (and a `.env` file, if present)."""
@@ -148,14 +150,19 @@ class Settings(BaseSettings):
         return min(self.heartbeat_interval, self.visibility_timeout / 3)
 
     @property
+    def keys(self) -> Keys:
+        """The Redis keys of this queue prefix (queues, event log, bookkeeping)."""
+        return Keys.of(self.queue_prefix)
+
+    @property
     def high_queue(self) -> str:
         """Name of the HIGH priority queue."""
-        return f"{self.queue_prefix}.high"
+        return self.keys.high_queue
 
     @property
     def low_queue(self) -> str:
         """Name of the LOW priority queue."""
-        return f"{self.queue_prefix}.low"
+        return self.keys.low_queue
 
     @field_validator("table_prefix")
     @classmethod

@@ -8,7 +8,9 @@ AgentExecError
 ├── InvalidRequestError       (also a ValueError) a bad timeout, priority, page or size
 │   └── ContextTooLargeError  the context is over AGENTEXEC_MAX_CONTEXT_BYTES
 ├── DeliveryLimitError        the run's worker died with it too often
+├── MaxTurnsError             the agent used all its turns without a final answer
 ├── ActivityStoreError        the activity database is misconfigured
+│   └── MigrationError        its tables cannot be migrated as they are
 ├── BrokerUnavailableError    (also a ConnectionError) nothing could be queued
 └── TaskError
     ├── TaskFailedError
@@ -125,6 +127,20 @@ class DeliveryLimitError(AgentExecError):
         super().__init__(f"worker lost {lost} times; run {agent_id} is not run again")
 
 
+class MaxTurnsError(AgentExecError):
+    """The agent used all its turns without a final answer."""
+
+    _fields = ("max_turns", "recovered")
+
+    def __init__(self, max_turns: int, recovered: bool) -> None:
+        self.max_turns = max_turns
+        self.recovered = recovered
+        how = "even after its wrap-up turns" if recovered else "(max_turns_recovery is off)"
+        super().__init__(
+            f"the agent reached its limit of {max_turns} turns without a final answer {how}"
+        )
+
+
 class ActivityStoreError(AgentExecError):
     """The activity database is misconfigured: a missing driver, an unknown database, no
     permission, or missing tables with `AGENTEXEC_CREATE_TABLES=false`.
@@ -139,6 +155,15 @@ class ActivityStoreError(AgentExecError):
         self.url = url
         self.detail = detail
         super().__init__(f"the activity database {url} is not usable: {detail}")
+
+
+class MigrationError(ActivityStoreError):
+    """The activity tables cannot be migrated as they are; the message says what to do."""
+
+    _fields = ("url", "detail")
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class BrokerUnavailableError(AgentExecError, ConnectionError):

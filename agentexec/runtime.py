@@ -1,11 +1,14 @@
 """The Runtime: everything one process owns, in one object.
 
-A process that enqueues or runs agents holds a few long-lived things: the activity database's
-engine, the event loop the agents share, the thread that appends events, the projector, the
-publisher thread of `ax.enqueue`. They belong to one `Runtime`:
-made on first use, started piece by piece as needed (nothing connects at import), stopped at
-worker shutdown, and replaced by a fresh one in a forked child, whose threads did not survive
-the fork (`os.register_at_fork`).
+A process that enqueues, watches or runs agents holds a few long-lived things: the activity
+database's engine, the event log's client, the thread that appends events, the SQL writes
+that callers wait on, the projector, the publisher thread of `ax.enqueue`. They belong to one
+`Runtime`: made on first use, started piece by piece as needed (nothing connects at import),
+stopped at worker shutdown, and replaced by a fresh one in a forked child, whose threads did
+not survive the fork (`os.register_at_fork`).
+
+What only a worker holds (the agents' event loop, heartbeats, the shutdown timer) hangs off
+the worker's own object, `agentexec.worker.AgentWorker`.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agentexec.batching import Batcher, GroupCommit
 from agentexec.config import get_settings
 from agentexec.db import engines, projection
-from agentexec.eventlog import EventAppender, EventLog
-from agentexec.events import PROJECTOR_GROUP, Event, seq_of
-from agentexec.grouping import Batcher, GroupCommit
-from agentexec.loop import EventLoopThread
-from agentexec.progress import ProgressEvents
-from agentexec.projector import Projector
+from agentexec.db.projector import Projector
+from agentexec.eventlog.appender import EventAppender
+from agentexec.eventlog.event import Event
+from agentexec.eventlog.log import EventLog
+from agentexec.eventlog.position import PROJECTED, applied_through
+from agentexec.keys import PROJECTOR_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class Runtime:
     """
 
     def __init__(self, engine: Engine | None = None, database_url: str | None = None) -> None:
-        self._engine = engine
+        self._engine = engines.adopt(engine) if engine is not None else None
         self._database_url = database_url
         self._prepared: set[int] = set()
         self._lock = threading.Lock()
@@ -58,8 +62,6 @@ class Runtime:
         #: Whether this process sees the activity database down (logged once per outage).
         self.outage = engines.Outage()
         self._publisher: Batcher[Any, Any] | None = None
-        #: The loop agents run on.
-        self.loop = EventLoopThread()
         #: The event log in Redis.
         self.events = EventLog()
         #: Appends events for code that must not wait (agents, worker signals).
@@ -74,10 +76,6 @@ class Runtime:
         self._written_order: collections.deque[int] = collections.deque()
         #: The projector of this process, once started.
         self.projector: Projector | None = None
-        #: Agents cancelled by the shutdown timeout: their messages go back on the queue.
-        self.requeue_at_shutdown: set[str] = set()
-        #: Sends status reports to Flower as task events, in a worker that sends events.
-        self.progress: ProgressEvents | None = None
 
     # The activity database
 
@@ -87,7 +85,7 @@ class Runtime:
         Nothing connects here, and a bad URL raises on first use, where the caller sees it.
         """
         with self._lock:
-            self._engine = engine
+            self._engine = engines.adopt(engine) if engine is not None else None
             self._database_url = database_url
 
     @property
@@ -211,43 +209,33 @@ class Runtime:
         if not target:
             return True
         deadline = time.monotonic() + timeout
-        client, key = self.events.client(), self.events.key
         while time.monotonic() < deadline:
-            if applied_through(client, key) >= target:
+            if (self.applied_through() or 0) >= target:
                 return True
             time.sleep(0.02)
         return False
 
+    def applied_through(self) -> int | None:
+        """The position up to which the projectors have applied the log (SQL shows every
+        event up to it); None when no projector has ever read it.
+
+        Raises:
+            redis.RedisError: the log's Redis is unreachable.
+        """
+        reply = self.events.client().eval(PROJECTED, 1, self.events.key, PROJECTOR_GROUP)
+        return applied_through(reply)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Publish and append what is queued, stop the projector and the loop. The runtime can
+        """Publish and append what is queued, stop the projector. The runtime can
         restart."""
         if self._publisher is not None:
             self._publisher.stop(timeout)
             self._publisher = None
         self.stop_projector(timeout)
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
         self._queued.close()
         self._ends.close()
         self.appender.stop(timeout)
-        self.loop.stop(timeout)
         self.events.close()
-
-
-def applied_through(client: object, key: str) -> int:
-    """The position up to which the projectors have applied the log."""
-    groups = client.xinfo_groups(key)  # type: ignore[attr-defined]
-    for group in groups:
-        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-        if name != PROJECTOR_GROUP:
-            continue
-        if int(group["pending"]):
-            oldest = client.xpending(key, PROJECTOR_GROUP)["min"]  # type: ignore[attr-defined]
-            if oldest is not None:  # else acknowledged in between
-                return seq_of(oldest) - 1
-        return seq_of(group["last-delivered-id"])
-    return 0
 
 
 class _Group:

@@ -1,6 +1,6 @@
 """A plain Celery app on the benchmark's Redis, configured like agentexec's, without agentexec.
 
-The settings are the ones of `agentexec.application.celery_defaults` that apply to a plain app
+The settings are the ones of `agentexec.tasks.app.celery_defaults` that apply to a plain app
 (JSON only, prefetch 1, late acks, task events, the same transport options), with Celery's
 stock Redis result backend. One queue, named by `BENCH_BARE_QUEUE`.
 
@@ -8,7 +8,7 @@ stock Redis result backend. One queue, named by `BENCH_BARE_QUEUE`.
     celery -A bench.bare_celery worker -P prefork             # asyncio.run per task
 
 The no-op task never imports agentexec. The agent tasks do, for the scripted model
-(`agentexec.testing.scripted`), so every system runs the same SDK and model; agentexec's
+(`agentexec.runners.offline`), so every system runs the same SDK and model; agentexec's
 signal receivers are then connected in this process too, but return at once for tasks that
 are not agent tasks.
 """
@@ -58,7 +58,7 @@ def _shared_loop() -> Any:
     """One long-lived loop per process, on a thread (agentexec's EventLoopThread)."""
     global _loop
     if _loop is None:
-        from agentexec.loop import EventLoopThread
+        from agentexec.worker.loop import EventLoopThread
 
         _loop = EventLoopThread()
     return _loop

@@ -177,7 +177,7 @@ def check_activity(db_url: str, ids: list[str]) -> dict[str, int]:
 
     from sqlalchemy import create_engine, func, select
 
-    from agentexec.activity.models import Activity
+    from agentexec.db.models import Activity
 
     engine = create_engine(db_url)
     try:

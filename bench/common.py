@@ -49,11 +49,11 @@ INSTRUCTIONS = "Benchmark agent. Report your status, then answer."
 def scripted_agent(tool: FunctionTool, latency: float, idx: int) -> Agent[Any]:
     """The agent every system runs: turn 1 calls `report_status`, turn 2 answers.
 
-    Each model turn sleeps `latency` seconds, like a real model (agentexec.testing.scripted).
+    Each model turn sleeps `latency` seconds, like a real model (agentexec.runners.offline).
     """
     from agents import Agent
 
-    from agentexec.testing.scripted import answer, report, scripted_model
+    from agentexec.runners.offline import answer, report, scripted_model
 
     model = scripted_model(
         report(f"Working on task {idx}", 50), answer(f"done {idx}"), latency=latency
@@ -391,7 +391,7 @@ def reset_activity_tables(url: str) -> None:
     """Drop and create agentexec's activity tables at `url` (its database too, if missing)."""
     from sqlalchemy import create_engine
 
-    from agentexec.activity.models import Base
+    from agentexec.db.models import Base
 
     ensure_database(url)
     engine = create_engine(url)

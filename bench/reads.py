@@ -117,7 +117,7 @@ def seed(activities: int) -> dict[str, Any]:
     """(Re)create the schema and fill it; returns the row counts and how long it took."""
     from sqlalchemy import create_engine, text
 
-    from agentexec.activity.models import Base
+    from agentexec.db.models import Base
 
     t0 = time.perf_counter()
     admin = create_engine(POSTGRES_URL)

@@ -53,9 +53,10 @@ def run(agents: int, reports: int) -> dict[str, Any]:
     reset_activity_tables(POSTGRES_URL)
 
     import agentexec as ax
-    from agentexec.activity.models import ActivityLog, Status
-    from agentexec.events import Event, EventKind
+    from agentexec.db.models import ActivityLog
+    from agentexec.eventlog.event import Event
     from agentexec.runtime import get_runtime
+    from agentexec.states import EventKind, Status
 
     runtime = get_runtime()
     ids = [uuid.uuid4() for _ in range(agents)]

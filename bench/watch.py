@@ -107,7 +107,7 @@ def make_app() -> Any:
 
 async def _watch(agent_id: uuid.UUID, delays: list[Arrival], ready: asyncio.Event) -> None:
     import agentexec as ax
-    from agentexec.events import EventKind
+    from agentexec.states import EventKind
 
     async for event in ax.watch(agent_id):
         if event.kind is EventKind.SNAPSHOT:

@@ -19,6 +19,7 @@ os.environ.setdefault("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5
 
 from sqlalchemy import create_engine, text
 
+import tests.apps  # noqa: F401  (puts the user's app of the tests, `userapp`, on sys.path)
 from agentexec.config import get_settings
 from agentexec.testing.plugin import require_service
 

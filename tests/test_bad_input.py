@@ -10,11 +10,11 @@ import redis
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.application import app
 from agentexec.config import get_settings
+from agentexec.tasks.app import app
 from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
-from tests.test_worker import APP_DIR, APP_ENV
+from tests.apps import APP_DIR, APP_ENV
 
 pytestmark = pytest.mark.usefixtures("sqlite_only")
 

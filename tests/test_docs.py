@@ -4,6 +4,7 @@ written."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -87,11 +88,45 @@ def test_markdown_links_point_at_files_that_exist() -> None:
             assert (doc.parent / target).resolve().exists(), f"{doc.name}: {target}"
 
 
+def _stale_code_names(text: str) -> list[str]:
+    """`agentexec/...` files and `agentexec.x.y` names in `text` that the package lacks."""
+    stale = [
+        m for m in re.findall(r"agentexec/[\w/]+\.(?:py|html)", text) if not (ROOT / m).exists()
+    ]
+    for dotted in set(re.findall(r"\bagentexec(?:\.[A-Za-z_]\w*)+", text)):
+        parts = dotted.split(".")
+        found = None
+        for end in range(len(parts), 1, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:end]))
+            except ImportError:
+                continue
+            rest = parts[end:]
+            break
+        if found is None or (rest and not hasattr(found, rest[0])):
+            stale.append(dotted)
+    return stale
+
+
+def test_the_docs_name_only_code_that_exists() -> None:
+    """Module paths in the docs move with the code (upstream's notes name upstream's)."""
+    docs = [p for p in _repo_files() if p.suffix == ".md" and "upstream" not in p.parts]
+    problems = {str(d.relative_to(ROOT)): _stale_code_names(d.read_text()) for d in docs}
+    assert {doc: names for doc, names in problems.items() if names} == {}
+
+
 def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
     doc = ROOT / "README.md"
     assert _outside_paths(doc, "see ../shared/DESIGN.md") == ["../shared/DESIGN.md"]
     assert _outside_paths(doc, "see examples/../bench") == []
     assert _missing_markdown("read DESIGN.md", {"README.md"}) == ["DESIGN.md"]
+    stale = "`agentexec/loop.py`, `agentexec.supervision`, `agentexec.runtime.Nothing`"
+    assert sorted(_stale_code_names(stale)) == [
+        "agentexec.runtime.Nothing",
+        "agentexec.supervision",
+        "agentexec/loop.py",
+    ]
+    assert _stale_code_names("`agentexec/worker/loop.py`, `agentexec.runtime.Runtime`") == []
 
 
 def _settings_table() -> dict[str, str]:

@@ -11,16 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+import userapp.worker  # noqa: F401
 
 import agentexec as ax
 from agentexec.testing import WorkerProcess, wait_for
 from agentexec.testing.plugin import StartWorker
-
-APP_DIR = Path(__file__).parent / "apps" / "plainapp"
-sys.path.insert(0, str(APP_DIR))
-import userapp.worker  # noqa: E402, F401
-
-APP_ENV = {"PYTHONPATH": str(APP_DIR)}
+from tests.apps import APP_DIR, APP_ENV
 
 
 @pytest.fixture

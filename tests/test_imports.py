@@ -99,8 +99,7 @@ def test_shipped_code_does_not_import_the_testing_package() -> None:
     offenders = {
         module
         for module, targets in graph.items()
-        # The demo's agent runs on the scripted offline model, as users' tests do.
-        if not module.startswith(("agentexec.testing", "agentexec.demo"))
+        if not module.startswith("agentexec.testing")
         and any(t.startswith("agentexec.testing") for t in targets)
     }
     assert offenders == set()

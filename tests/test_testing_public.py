@@ -61,14 +61,13 @@ def _imported_modules(path: Path) -> list[str]:
 
 def test_the_import_scan_sees_imports() -> None:
     assert "agentexec.testing.openai_script" in _imported_modules(TESTING / "openai_server.py")
-    assert "agentexec.processes" in _imported_modules(TESTING / "worker.py")
+    assert "agentexec.processes" in _imported_modules(TESTING / "plugin.py")
 
 
 def test_shipped_code_does_not_import_testing() -> None:
     offenders: list[str] = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        # The demo's agent runs on the scripted offline model, as users' tests do.
-        if path.is_relative_to(TESTING) or path.is_relative_to(PACKAGE / "demo"):
+        if path.is_relative_to(TESTING):
             continue
         for module in _imported_modules(path):
             if module == "agentexec.testing" or module.startswith("agentexec.testing."):

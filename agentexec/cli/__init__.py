@@ -12,7 +12,8 @@ from agentexec import __version__
 from agentexec.cli.check import check
 from agentexec.cli.db import create_tables, db
 from agentexec.cli.demo import demo
-from agentexec.cli.runs import cancel, list_runs, result, show, tail
+from agentexec.cli.runs import cancel, list_runs, result, show
+from agentexec.cli.tail import tail
 from agentexec.cli.worker import project, worker
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -12,8 +12,6 @@ from agentexec.cli.common import app_option, load_app
 if TYPE_CHECKING:
     from celery import Celery
 
-    from agentexec.config import Settings
-
 
 class _Answered(Exception):
     """A worker that consumes our queues answered: stop waiting for others."""
@@ -133,23 +131,6 @@ def _wanted_columns() -> dict[str, set[str]]:
     }
 
 
-def probe_transport_options(settings: Settings) -> dict[str, Any]:
-    """The broker options of agentexec's app that matter to a probe's connection.
-
-    kombu sweeps unacknowledged messages back to their queues from any connection that
-    consumes (a probe consumes its replies): with kombu's defaults it would sweep keys
-    shared by every deployment on the Redis db. These are agentexec's keys and timeout, as
-    in `agentexec.application.celery_defaults`.
-    """
-    prefix = settings.queue_prefix
-    return {
-        "visibility_timeout": settings.visibility_timeout,
-        "unacked_key": f"{prefix}.unacked",
-        "unacked_index_key": f"{prefix}.unacked_index",
-        "unacked_mutex_key": f"{prefix}.unacked_mutex",
-    }
-
-
 def _workers(app: Celery | None, timeout: float, allowed: bool) -> bool:
     """Whether a worker consuming the queues answers (or none has to); returns at the first
     that does."""
@@ -158,13 +139,14 @@ def _workers(app: Celery | None, timeout: float, allowed: bool) -> bool:
     from celery import Celery
 
     from agentexec.config import get_settings
+    from agentexec.tasks.config import transport_options
 
     settings = get_settings()
     if app is None:
         # A bare app on the broker (and the Celery config module, as the worker reads it):
         # agentexec's own app would load the whole recording path.
         app = Celery("agentexec", broker=settings.redis_url)
-        app.conf.broker_transport_options = probe_transport_options(settings)
+        app.conf.broker_transport_options = transport_options(settings)
         app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
     queues = {settings.high_queue, settings.low_queue}
     named = ", ".join(sorted(queues))

@@ -8,26 +8,21 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from agentexec.states import STATUS_STYLES, Status
 
 if TYPE_CHECKING:
     from celery import Celery
     from rich.console import Console
     from sqlalchemy import Engine
 
-#: The statuses a run can have (`agentexec.Status`), for option choices without importing it.
-STATUSES = ("QUEUED", "RUNNING", "COMPLETE", "ERROR", "CANCELED")
-#: How each status is shown.
-STYLES = {
-    "QUEUED": "cyan",
-    "RUNNING": "yellow",
-    "COMPLETE": "green",
-    "ERROR": "red",
-    "CANCELED": "magenta",
-}
+#: The statuses a run can have, for option choices.
+STATUSES = tuple(status.value for status in Status)
 
 #: Columns of tables printed into a pipe or a file.
 _PIPE_WIDTH = 240
@@ -58,12 +53,12 @@ def load_app(module: str | None) -> Celery:
             imported = importlib.import_module(module)
         except ImportError as exc:
             raise click.ClickException(f"cannot import {module!r}: {exc}") from exc
-        from agentexec.pool import WorkerPool
+        from agentexec.tasks.worker_pool import WorkerPool
 
         for value in vars(imported).values():
             if isinstance(value, WorkerPool):
                 return value.app
-    from agentexec.application import app
+    from agentexec.tasks.app import app
 
     return app
 
@@ -123,7 +118,22 @@ def parse_id(value: str) -> Any:
         raise click.BadParameter(f"{value!r} is not an agent id (a UUID)") from None
 
 
+id_argument = click.argument("agent_id", metavar="ID", callback=lambda _c, _p, v: parse_id(v))
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+
+
+def percent(value: int | None) -> str:
+    """A percentage as the tables show it; empty when unknown."""
+    return "" if value is None else f"{value}%"
+
+
+def clock(at: datetime) -> str:
+    """A time as the tables show it: local, to the second."""
+    return at.astimezone().strftime("%H:%M:%S")
+
+
 def styled(status: str) -> str:
     """`status` in its colour, as rich markup."""
-    style = STYLES.get(status.strip(), "white")
+    known = STATUS_STYLES.get(Status(status.strip())) if status.strip() in STATUSES else None
+    style = known.terminal if known is not None else "white"
     return f"[{style}]{status}[/{style}]"

@@ -31,12 +31,13 @@ def upgrade(app_module: str | None, revision: str) -> None:
     Example:
       DATABASE_URL=postgresql+psycopg://app@db/app agentexec db upgrade
     """
-    from agentexec.migrations import MigrationError
-    from agentexec.migrations import upgrade as run_upgrade
+    from agentexec.db.migrations import upgrade as run_upgrade
+    from agentexec.exceptions import MigrationError
+    from agentexec.runtime import get_runtime
 
     load_app(app_module)
     try:
-        before, after = run_upgrade(revision)
+        before, after = run_upgrade(get_runtime().engine, revision)
     except MigrationError as exc:
         raise click.ClickException(str(exc)) from exc
     if before == after:
@@ -54,10 +55,11 @@ def current(app_module: str | None) -> None:
     Example:
       agentexec db current -A myapp.worker
     """
-    from agentexec.migrations import current_revision, head_revision
+    from agentexec.db.migrations import current_revision, head_revision
+    from agentexec.runtime import get_runtime
 
     load_app(app_module)
-    revision = current_revision()
+    revision = current_revision(get_runtime().engine)
     click.echo(f"{revision or 'none'} (head: {head_revision()})")
 
 
@@ -71,10 +73,11 @@ def stamp(app_module: str | None, revision: str) -> None:
     Example:
       agentexec db stamp 0001
     """
-    from agentexec.migrations import stamp as run_stamp
+    from agentexec.db.migrations import stamp as run_stamp
+    from agentexec.runtime import get_runtime
 
     load_app(app_module)
-    run_stamp(revision)
+    run_stamp(get_runtime().engine, revision)
     click.echo(f"activity tables stamped at {revision}")
 
 

@@ -1,5 +1,5 @@
-"""The activity tables in SQL: the models, their creation, the engine, and the projection.
+"""The activity tables in SQL: the models, the engines, the projection of the event log into
+them (`projection.apply`, run by the `Projector`), and their migrations.
 
-This layer knows SQL and nothing of Celery or Redis; `agentexec.activity` is the public face
-over it.
+This layer knows SQL and the event log it projects; nothing here knows Celery.
 """

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy.exc import (
 )
 
 from agentexec.config import get_settings, redact
+from agentexec.db import compat
 from agentexec.db.models import Activity, ActivityLog, Base
 from agentexec.exceptions import ActivityStoreError
 
@@ -48,20 +50,8 @@ _MISCONFIGURED = (
 )
 
 
-@event.listens_for(Engine, "connect")
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    """Make SQLite honour `ON DELETE CASCADE` and wait for a lock instead of failing at once.
-
-    Registered on every engine, the user's included, because the guide deletes activities
-    with raw SQL through its own engine and expects their logs to go with them.
-    """
-    module = type(dbapi_connection).__module__
-    if module.startswith(("sqlite3", "pysqlite2")):
-        _pragmas(dbapi_connection, "foreign_keys=ON", "busy_timeout=30000")
-
-
 def create(url: str) -> Engine:
-    """An engine for the activity tables at `url`.
+    """An engine for the activity tables at `url`, adopted (see `adopt`).
 
     Raises:
         ActivityStoreError: the URL is malformed or its driver is not installed.
@@ -69,8 +59,9 @@ def create(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False})
+            # WAL lets the web app read while a worker writes.
             event.listen(engine, "connect", _sqlite_wal)
-            return engine
+            return adopt(engine)
         # No pre-ping: it costs a round trip on every checkout, on the publish path. A
         # connection that died with its server fails once and is replaced.
         engine = create_engine(
@@ -82,11 +73,40 @@ def create(url: str) -> Engine:
         )
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise ActivityStoreError(_safe(url), f"{type(exc).__name__}: {exc}") from exc
+    return adopt(engine)
+
+
+_adopted: weakref.WeakSet[Engine] = weakref.WeakSet()
+_adopting = threading.Lock()
+
+
+def adopt(engine: Engine) -> Engine:
+    """Make `engine` one of agentexec's (one it created, or was given with `WorkerPool`).
+
+    On SQLite, its connections honour `ON DELETE CASCADE` (the guide deletes activities with
+    raw SQL and expects their logs to go with them) and wait for a lock instead of failing at
+    once; connections already in its pool get the same at their next checkout. Sessions on it
+    may execute plain SQL strings (`agentexec.db.compat`). No other engine is touched.
+    Idempotent.
+    """
+    with _adopting:
+        if engine in _adopted:
+            return engine
+        _adopted.add(engine)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "checkout", _sqlite_pragmas)
+    if get_settings().sql_string_compat:
+        compat.accept_sql_strings(engine)
     return engine
 
 
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+    if not connection_record.info.get("agentexec_pragmas"):
+        _pragmas(dbapi_connection, "foreign_keys=ON", "busy_timeout=30000")
+        connection_record.info["agentexec_pragmas"] = True
+
+
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
-    # WAL lets the web app read while a worker writes.
     _pragmas(dbapi_connection, "journal_mode=WAL", "synchronous=NORMAL")
 
 

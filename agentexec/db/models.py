@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -24,30 +23,7 @@ from sqlalchemy.types import TypeDecorator
 
 from agentexec.config import get_settings
 from agentexec.db.schema import SerializedMetaData
-
-
-class Status(StrEnum):
-    """Lifecycle of an agent run. The values are what the web app compares against."""
-
-    #: Published, waiting for a worker.
-    QUEUED = "QUEUED"
-    #: A worker is running it; status reports keep it here.
-    RUNNING = "RUNNING"
-    #: Returned a result.
-    COMPLETE = "COMPLETE"
-    #: Raised, or its worker died and it will not be retried.
-    ERROR = "ERROR"
-    #: Revoked or canceled.
-    CANCELED = "CANCELED"
-
-
-TERMINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELED})
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
-
-
-def utcnow() -> datetime:
-    """Now, in UTC: every timestamp agentexec writes."""
-    return datetime.now(UTC)
+from agentexec.states import Status, utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -75,7 +51,7 @@ class Base(DeclarativeBase):
     """Declarative base holding agentexec's tables: `ax.Base.metadata.create_all(engine)`.
 
     Its `metadata.create_all` is safe to run from many processes at once (see
-    `agentexec.activity.schema`).
+    `agentexec.client.activity.schema`).
     """
 
     metadata = SerializedMetaData()

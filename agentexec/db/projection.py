@@ -29,8 +29,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_
 from sqlalchemy.dialects import sqlite
 
-from agentexec.db.models import TERMINAL, Activity, ActivityLog, Status
-from agentexec.events import Event
+from agentexec.db.models import Activity, ActivityLog
+from agentexec.eventlog.event import Event
+from agentexec.states import TERMINAL, Status
 
 _ACTIVITY = Activity.__tablename__
 _LOG = ActivityLog.__tablename__

@@ -89,7 +89,7 @@ def _run(
     timeout: float,
 ) -> int:
     from agentexec.config import get_settings
-    from agentexec.embedded import EmbeddedRedis, redis_answers
+    from agentexec.demo.embedded import EmbeddedRedis, redis_answers
 
     if flower_port is not None and not _port_free(flower_port):
         raise DemoError(
@@ -175,7 +175,7 @@ def _start_flower(stack: contextlib.ExitStack, console: Console, workdir: Path, 
 async def _enqueue_and_watch(console: Console, agents: int, timeout: float) -> int:
     import agentexec as ax
     from agentexec.demo.agent import ResearchContext
-    from agentexec.follow import Follower
+    from agentexec.eventlog.reading import Follower
     from agentexec.runtime import get_runtime
 
     runtime = get_runtime()

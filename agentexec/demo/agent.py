@@ -15,7 +15,7 @@ from agents import Agent, Model, set_tracing_disabled
 from pydantic import BaseModel
 
 import agentexec as ax
-from agentexec.testing.scripted import answer, report, scripted_model
+from agentexec.runners.offline import answer, report, scripted_model
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from agentexec.events import Event
+from agentexec.eventlog.event import Event
 
 #: How each status is shown.
 STYLES = {

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from agentexec.activity.reports import report
+from agentexec.client.activity import report
 from agentexec.ids import parse_agent_id
 
 REPORT_STATUS_PROMPT = (

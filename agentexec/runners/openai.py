@@ -15,25 +15,11 @@ from agents.result import RunResultStreaming
 from agents.stream_events import StreamEvent
 from pydantic import BaseModel, ValidationError
 
-from agentexec.exceptions import AgentExecError
+from agentexec.exceptions import MaxTurnsError
 from agentexec.runners.base import BaseAgentRunner
 
 EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
 R = TypeVar("R")
-
-
-class MaxTurnsError(AgentExecError):
-    """The agent used all its turns without a final answer."""
-
-    _fields = ("max_turns", "recovered")
-
-    def __init__(self, max_turns: int, recovered: bool) -> None:
-        self.max_turns = max_turns
-        self.recovered = recovered
-        how = "even after its wrap-up turns" if recovered else "(max_turns_recovery is off)"
-        super().__init__(
-            f"the agent reached its limit of {max_turns} turns without a final answer {how}"
-        )
 
 
 @dataclass(frozen=True, slots=True)

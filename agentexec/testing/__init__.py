@@ -41,8 +41,7 @@ from agentexec.testing.openai_script import (
 )
 
 if TYPE_CHECKING:
-    from agentexec.testing.openai_server import ScriptedOpenAIServer
-    from agentexec.testing.scripted import (
+    from agentexec.runners.offline import (
         ModelStep,
         SlowScriptedModel,
         answer,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
         report,
         scripted_model,
     )
+    from agentexec.testing.openai_server import ScriptedOpenAIServer
 
 __all__ = [
     # Scripted models, played back in-process through the Agents SDK (imported lazily)
@@ -85,14 +85,14 @@ __all__ = [
 # Names imported on first access (PEP 562), and the module each comes from: the scripted
 # models import the Agents SDK, the server imports uvicorn and Starlette.
 _LAZY: dict[str, str] = {
-    "ModelStep": "agentexec.testing.scripted",
-    "SlowScriptedModel": "agentexec.testing.scripted",
-    "answer": "agentexec.testing.scripted",
-    "call": "agentexec.testing.scripted",
-    "endless_tool_calls": "agentexec.testing.scripted",
-    "fail": "agentexec.testing.scripted",
-    "report": "agentexec.testing.scripted",
-    "scripted_model": "agentexec.testing.scripted",
+    "ModelStep": "agentexec.runners.offline",
+    "SlowScriptedModel": "agentexec.runners.offline",
+    "answer": "agentexec.runners.offline",
+    "call": "agentexec.runners.offline",
+    "endless_tool_calls": "agentexec.runners.offline",
+    "fail": "agentexec.runners.offline",
+    "report": "agentexec.runners.offline",
+    "scripted_model": "agentexec.runners.offline",
     "ScriptedOpenAIServer": "agentexec.testing.openai_server",
 }
 

@@ -20,7 +20,7 @@ Example:
     ```
 
     Make the worker's agents offline by giving them a model that needs no key: see
-    `agentexec.testing.scripted` and `agentexec.testing.openai_server`.
+    `agentexec.runners.offline` and `agentexec.testing.openai_server`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from sqlalchemy.orm import Session
 
 from agentexec.config import get_settings
 from agentexec.db.models import Base
-from agentexec.events import Event
+from agentexec.eventlog.event import Event
+from agentexec.processes import WorkerProcess, celery_worker_argv
 from agentexec.runtime import Runtime, get_runtime, set_runtime
-from agentexec.testing.worker import WorkerProcess, celery_worker_argv
 
 StartWorker = Callable[..., WorkerProcess]
 

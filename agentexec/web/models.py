@@ -1,4 +1,8 @@
-"""What the web router answers: typed response models, shown in the app's OpenAPI schema."""
+"""What the web router answers: typed response models, shown in the app's OpenAPI schema.
+
+The runs' models are the activity schemas of `ax.activity` (`agentexec.client.schemas`) under
+the web API's shorter field names (`WEB_NAMES`), so a field added there appears here too.
+"""
 
 from __future__ import annotations
 
@@ -6,95 +10,61 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from agentexec.activity.schemas import ActivityDetail, ActivityListItem
-from agentexec.db.models import Status
-from agentexec.events import Event, EventKind
+from agentexec.client.schemas import (
+    ActivityDetail,
+    ActivityListItem,
+    ActivityLogView,
+    ActivityPage,
+)
+from agentexec.states import EventKind, Status
 
+#: The web API's name of each activity field it renames.
+WEB_NAMES = {
+    "agent_type": "task",
+    "latest_completion_percentage": "percentage",
+    "completion_percentage": "percentage",
+    "latest_log": "message",
+    "last_seq": "seq",
+}
 
-class AgentSummary(BaseModel):
-    """A run as one line of the list."""
-
-    agent_id: uuid.UUID
-    task: str
-    status: Status
-    percentage: int | None
-    message: str | None
-    created_at: datetime
-    updated_at: datetime
-    #: Position of the newest event the run shows: resume its event stream after it.
-    seq: int | None
-
-    @classmethod
-    def of(cls, item: ActivityListItem) -> AgentSummary:
-        """The summary of an activity list item."""
-        return cls(
-            agent_id=item.agent_id,
-            task=item.agent_type,
-            status=item.status,
-            percentage=item.latest_completion_percentage,
-            message=item.latest_log,
-            created_at=item.created_at,
-            updated_at=item.updated_at,
-            seq=item.last_seq,
-        )
+#: The activity schemas, under the web's names: in JSON, in the OpenAPI schema, and when
+#: read from an activity schema or an ORM row.
+_WEB = ConfigDict(
+    alias_generator=lambda name: WEB_NAMES.get(name, name),
+    serialize_by_alias=True,
+    validate_by_name=True,
+    from_attributes=True,
+)
 
 
-class AgentPage(BaseModel):
-    """One page of runs, newest first."""
-
-    items: list[AgentSummary]
-    total: int
-    page: int
-    page_size: int
-    pages: int
-
-
-class AgentLog(BaseModel):
+class AgentLog(ActivityLogView):
     """One entry of a run's log."""
 
-    message: str
-    status: Status
-    percentage: int | None
-    created_at: datetime
+    model_config = _WEB
 
 
-class AgentDetail(BaseModel):
+class AgentSummary(ActivityListItem):
+    """A run as one line of the list."""
+
+    model_config = _WEB
+
+
+class AgentPage(ActivityPage):
+    """One page of runs, newest first."""
+
+    model_config = _WEB
+
+    items: list[AgentSummary]  # type: ignore[assignment]
+
+
+class AgentDetail(ActivityDetail):
     """A run with its whole log, oldest entry first."""
 
-    agent_id: uuid.UUID
-    task: str
-    status: Status
-    percentage: int | None
-    message: str | None
-    created_at: datetime
-    updated_at: datetime
-    seq: int | None
-    logs: list[AgentLog]
+    model_config = _WEB
 
-    @classmethod
-    def of(cls, detail: ActivityDetail) -> AgentDetail:
-        """The web form of an activity detail."""
-        return cls(
-            agent_id=detail.agent_id,
-            task=detail.agent_type,
-            status=detail.status,
-            percentage=detail.latest_completion_percentage,
-            message=detail.logs[-1].message if detail.logs else None,
-            created_at=detail.created_at,
-            updated_at=detail.updated_at,
-            seq=detail.last_seq,
-            logs=[
-                AgentLog(
-                    message=log.message,
-                    status=log.status,
-                    percentage=log.completion_percentage,
-                    created_at=log.created_at,
-                )
-                for log in detail.logs
-            ],
-        )
+    logs: list[AgentLog]  # type: ignore[assignment]
 
 
 class Enqueued(BaseModel):
@@ -120,7 +90,10 @@ class Canceled(BaseModel):
 
 
 class AgentEvent(BaseModel):
-    """One change of one run, as sent on the event streams (SSE `data`, WebSocket messages)."""
+    """One change of one run, as sent on the event streams (SSE `data`, WebSocket messages):
+    an `Event`, read from its attributes (`AgentEvent.model_validate(event)`)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     agent_id: uuid.UUID
     kind: EventKind
@@ -132,21 +105,6 @@ class AgentEvent(BaseModel):
     at: datetime
     #: Position in the event log (the SSE `id`): resume after it with `Last-Event-ID`.
     seq: int | None
-
-    @classmethod
-    def of(cls, event: Event) -> AgentEvent:
-        """The wire form of an event."""
-        return cls(
-            agent_id=event.agent_id,
-            kind=event.kind,
-            status=event.status,
-            message=event.message,
-            percentage=event.percentage,
-            task=event.task,
-            worker=event.worker,
-            at=event.at,
-            seq=event.seq,
-        )
 
 
 class ErrorBody(BaseModel):

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, WebSocket
@@ -24,10 +23,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec import activity
-from agentexec.activity.schemas import ActivityDetail
-from agentexec.control import cancel
-from agentexec.db.models import Status
+from agentexec.client import activity
+from agentexec.client.cancel import cancel
+from agentexec.client.enqueue import enqueue
+from agentexec.client.schemas import ActivityDetail
+from agentexec.client.watching import ended, watch, watch_all
 from agentexec.exceptions import (
     ActivityStoreError,
     InvalidAgentIdError,
@@ -37,17 +37,17 @@ from agentexec.exceptions import (
     UnknownTaskError,
 )
 from agentexec.ids import parse_agent_id
-from agentexec.queues import Priority
-from agentexec.results import get_result
 from agentexec.runtime import freeze_startup_objects, get_runtime
-from agentexec.tasks import enqueue, get_agent_task
-from agentexec.watching import ended, watch, watch_all
+from agentexec.states import Status
+from agentexec.tasks.queues import Priority
+from agentexec.tasks.results import get_result
+from agentexec.tasks.task import get_agent_task
+from agentexec.web.dashboard import page as dashboard_page
 from agentexec.web.models import (
     AgentDetail,
     AgentEvent,
     AgentPage,
     AgentResultBody,
-    AgentSummary,
     Canceled,
     Enqueued,
     ErrorBody,
@@ -116,13 +116,7 @@ def create_router(
             result = activity.list(
                 session, page=page, page_size=page_size, status=status, agent_type=task
             )
-        return AgentPage(
-            items=[AgentSummary.of(item) for item in result.items],
-            total=result.total,
-            page=result.page,
-            page_size=result.page_size,
-            pages=result.pages,
-        )
+        return AgentPage.model_validate(result)
 
     @router.get(
         "/events",
@@ -149,8 +143,7 @@ def create_router(
     @router.get("/dashboard", dependencies=read, response_class=HTMLResponse, summary="Dashboard")
     def dashboard() -> HTMLResponse:
         """A live page of the runs: progress bars, logs, results, cancel buttons."""
-        page = resources.files("agentexec.web").joinpath("dashboard.html").read_text("utf-8")
-        return HTMLResponse(page)
+        return HTMLResponse(dashboard_page())
 
     @router.post(
         "/tasks/{task_name}",
@@ -193,7 +186,7 @@ def create_router(
     )
     def agent_detail(agent_id: str) -> AgentDetail:
         """A run, with its whole log, oldest entry first."""
-        return AgentDetail.of(_detail_or_404(agent_id))
+        return AgentDetail.model_validate(_detail_or_404(agent_id))
 
     @router.get(
         "/{agent_id}/result",

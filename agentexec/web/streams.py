@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
+from agentexec.states import EventKind
 from agentexec.web.models import AgentEvent
 
 #: Seconds between keep-alive comments on a quiet stream, so proxies keep it open.
@@ -60,11 +61,11 @@ async def websocket_send(websocket: WebSocket, events: AsyncIterator[Event]) -> 
 async def _send_all(websocket: WebSocket, events: AsyncIterator[Event]) -> None:
     async for item in _with_heartbeats(events):
         if item is not None:
-            await websocket.send_text(AgentEvent.of(item).model_dump_json())
+            await websocket.send_text(AgentEvent.model_validate(item).model_dump_json())
 
 
 def _frame(event: Event, ids_for_snapshots: bool) -> str:
-    data = AgentEvent.of(event).model_dump_json()
+    data = AgentEvent.model_validate(event).model_dump_json()
     if event.seq is None or (event.kind is EventKind.SNAPSHOT and not ids_for_snapshots):
         return f"data: {data}\n\n"
     return f"id: {event.seq}\ndata: {data}\n\n"

@@ -186,11 +186,10 @@ async def count_unfinished(agent_ids) -> int:
     """How many of `agent_ids` have a latest activity log that is QUEUED or RUNNING.
     Same query shape as upstream's Activity.get_active_count (activity/models.py:298-329),
     restricted to the given agents so orphaned activities (enqueue failures) don't count."""
+    from agentexec.activity.models import Activity, ActivityLog
     from agentexec.activity.status import Status
     from agentexec.core.db import get_session
     from sqlalchemy import func, select
-
-    from agentexec.activity.models import Activity, ActivityLog
 
     latest = select(
         ActivityLog.activity_id,
@@ -251,9 +250,8 @@ async def summarize(r, tasks, out: dict) -> None:
             completed += 1
     out["completed"] = completed
     out["failed"] = failed
-    from agentexec.core.db import get_session
-
     from agentexec.activity.models import ActivityLog
+    from agentexec.core.db import get_session
 
     async with get_session() as db:
         rows = (

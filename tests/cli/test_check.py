@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from agentexec import migrations
+from agentexec.db import migrations
 from agentexec.db.models import Base
+from agentexec.runtime import get_runtime
 from agentexec.testing.plugin import StartWorker
 from tests.faults.services import free_port
 
@@ -105,14 +106,14 @@ def test_fails_when_the_tables_are_out_of_date(
     engine = create_engine(agentexec_database_url)
     Base.metadata.drop_all(engine)
     engine.dispose()
-    migrations.upgrade("0001")
+    migrations.upgrade(get_runtime().engine, "0001")
     out = _check(probe_dir, agentexec_env, "--allow-no-workers")
     assert out.returncode == 1
     assert (
         "tables out of date, missing agentexec_activity.last_seq, agentexec_activity_log.seq "
         "(run `agentexec db upgrade`)"
     ) in out.stdout
-    migrations.upgrade()
+    migrations.upgrade(get_runtime().engine)
     assert _check(probe_dir, agentexec_env, "--allow-no-workers").returncode == 0
 
 
@@ -144,11 +145,10 @@ def test_uses_the_database_of_the_worker_pool_module(
 
 
 def test_the_probe_sweeps_with_the_apps_broker_options() -> None:
-    from agentexec.application import celery_defaults
-    from agentexec.cli.check import probe_transport_options
     from agentexec.config import Settings
+    from agentexec.tasks.config import celery_defaults, transport_options
 
     settings = Settings(queue_prefix="probe")
     app_options = celery_defaults(settings)["broker_transport_options"]
-    probe = probe_transport_options(settings)
+    probe = transport_options(settings)
     assert probe == {key: app_options[key] for key in probe}

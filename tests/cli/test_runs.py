@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.events import Event, EventKind, clock_seq
+from agentexec.eventlog.event import Event, clock_seq
 from agentexec.runtime import get_runtime
+from agentexec.states import EventKind
 from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
 from tests.cli.conftest import enqueue

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
 from agentexec.runtime import get_runtime
+from agentexec.states import EventKind
 from agentexec.testing import WorkerProcess, wait_for
 
 #: The database plays no part here: SQLite alone keeps the suite short.

@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.activity.models import Activity, ActivityLog
 from agentexec.db import projection
-from agentexec.events import Event, EventKind, seq_of
+from agentexec.db.models import Activity, ActivityLog
+from agentexec.eventlog.event import Event, seq_of
 from agentexec.runtime import get_runtime
+from agentexec.states import EventKind
 
 S = ax.Status
 

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
+from agentexec.states import EventKind
 from agentexec.testing.plugin import agentexec_flush, record_events
 
 sys.path.insert(0, str(Path(__file__).parent.parent.parent / "examples" / "custom_runner"))

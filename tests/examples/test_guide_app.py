@@ -32,8 +32,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import agentexec as ax
-from agentexec.activity.models import Activity, ActivityLog, utcnow
+from agentexec.db.models import Activity, ActivityLog
 from agentexec.runtime import get_runtime
+from agentexec.states import utcnow
 from agentexec.testing import ScriptedOpenAIServer, WorkerProcess, wait_for
 from agentexec.testing.openai_script import Reply, default_responder, last_user_text
 from agentexec.testing.plugin import StartWorker

@@ -10,8 +10,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec.db.models import ACTIVE, Activity, ActivityLog, Status
-from agentexec.events import Event
+from agentexec.db.models import Activity, ActivityLog
+from agentexec.eventlog.event import Event
+from agentexec.states import ACTIVE, Status
 
 
 @dataclass

@@ -26,22 +26,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.application import app
-from agentexec.backend import backend_url
 from agentexec.config import get_settings
-from agentexec.db.models import Activity, ActivityLog, Status
-from agentexec.events import Event, EventKind
+from agentexec.db.models import Activity, ActivityLog
+from agentexec.eventlog.event import Event
 from agentexec.processes import WorkerProcess
-from agentexec.results import _close_sync
 from agentexec.runtime import get_runtime
-from agentexec.supervision import MESSAGE_LOST, MESSAGE_PUT_BACK
+from agentexec.states import EventKind, Status
+from agentexec.tasks.app import app
+from agentexec.tasks.config import backend_url
+from agentexec.tasks.results import _close_sync
 from agentexec.testing import wait_for
 from agentexec.testing.openai_script import Reply, last_user_text
 from agentexec.testing.openai_server import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker, record_events
+from agentexec.worker.reaper import MESSAGE_LOST, MESSAGE_PUT_BACK
+from tests.apps import APP_DIR, APP_ENV
 from tests.faults.audit import Audit, try_audit
 from tests.faults.services import PrivateRedis, redis_available, require_server
-from tests.test_worker import APP_DIR, APP_ENV
 
 # The tests enqueue the user's tasks by name: register them in this process too.
 importlib.import_module("userapp.agent_tasks")

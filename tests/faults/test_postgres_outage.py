@@ -10,9 +10,9 @@ import agentexec as ax
 from agentexec.runtime import get_runtime
 from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
+from tests.apps import APP_DIR, APP_ENV
 from tests.faults.audit import Audit, try_audit
 from tests.faults.services import PrivatePostgres
-from tests.test_worker import APP_DIR, APP_ENV
 
 AGENTS = 50
 OUTAGE = 20.0
@@ -37,7 +37,8 @@ def _running(engine: object, ids: list[uuid.UUID]) -> int:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
-    from agentexec.db.models import Activity, Status
+    from agentexec.db.models import Activity
+    from agentexec.states import Status
 
     with Session(engine) as session:  # type: ignore[call-overload]
         stmt = select(func.count()).where(

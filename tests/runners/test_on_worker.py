@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
+import userapp.agent_tasks  # noqa: F401  (registers scripted_agent here too)
 from sqlalchemy.orm import Session
 
 import agentexec as ax
 from agentexec.testing.openai_server import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker
+from tasks.research import ResearchContext
+from tests.apps import APP_DIR
+from tests.apps import APP_ENV as USER_APP_ENV
 
 ROOT = Path(__file__).parent.parent.parent
-APP_DIR = ROOT / "tests" / "apps" / "plainapp"
-sys.path.insert(0, str(APP_DIR))
-sys.path.insert(0, str(ROOT))
-import userapp.agent_tasks  # noqa: E402, F401  (registers scripted_agent here too)
-
-from tasks.research import ResearchContext  # noqa: E402
-
-APP_ENV = {"PYTHONPATH": str(APP_DIR), "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+APP_ENV = {**USER_APP_ENV, "OPENAI_AGENTS_DISABLE_TRACING": "1"}
 
 
 def _logs(session: Session, agent_id: uuid.UUID) -> list[tuple[str, str, int | None]]:

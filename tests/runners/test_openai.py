@@ -9,9 +9,10 @@ from agents import Agent, set_tracing_disabled
 from sqlalchemy.orm import Session
 
 import agentexec as ax
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
+from agentexec.runners.offline import answer, endless_tool_calls, fail, report, scripted_model
+from agentexec.states import EventKind
 from agentexec.testing.plugin import agentexec_flush, record_events
-from agentexec.testing.scripted import answer, endless_tool_calls, fail, report, scripted_model
 
 set_tracing_disabled(True)
 

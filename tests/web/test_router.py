@@ -17,8 +17,9 @@ from websockets.sync.client import connect
 import agentexec as ax
 import agentexec.web
 from agentexec.config import get_settings
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
 from agentexec.runtime import get_runtime
+from agentexec.states import EventKind
 from agentexec.testing.plugin import record_events
 from tests.web.conftest import AUTH, Served
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agentexec.db.models import Status
-from agentexec.events import Event, EventKind
+from agentexec.eventlog.event import Event
+from agentexec.states import EventKind, Status
 from agentexec.web import streams
 
 

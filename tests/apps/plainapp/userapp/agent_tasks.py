@@ -10,7 +10,7 @@ from agents import Agent, function_tool, set_tracing_disabled
 from pydantic import BaseModel, Field
 
 import agentexec as ax
-from agentexec.testing.scripted import (
+from agentexec.runners.offline import (
     answer,
     call,
     endless_tool_calls,

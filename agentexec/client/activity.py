@@ -1,0 +1,174 @@
+"""`ax.activity`: what every run is doing, read with the web app's own sync `Session`, and
+the status reports agents record.
+
+A status report goes from the agent to the log in three steps: the runner's
+`report_status` (or `update`) validates it, `report` queues it on the process's event
+appender, and the appender thread appends it to Redis. Nothing there waits on I/O, so agents
+call it from the shared event loop.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import uuid
+
+from celery.utils.dispatch import Signal
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from agentexec.client.schemas import (
+    ActivityDetail,
+    ActivityListItem,
+    ActivityLogView,
+    ActivityPage,
+)
+from agentexec.config import get_settings
+from agentexec.db import projection
+from agentexec.db.models import Activity, ActivityLog, Base
+from agentexec.eventlog.event import Event
+from agentexec.exceptions import InvalidAgentIdError, InvalidRequestError
+from agentexec.ids import parse_agent_id
+from agentexec.runtime import get_runtime
+from agentexec.states import ACTIVE, EventKind, Status
+
+__all__ = [
+    "Activity",
+    "ActivityDetail",
+    "ActivityListItem",
+    "ActivityLog",
+    "ActivityLogView",
+    "ActivityPage",
+    "Base",
+    "Status",
+    "cancel_pending",
+    "count_active",
+    "detail",
+    "list",
+    "report",
+    "status_reported",
+    "update",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Sent with `agent_id`, `message`, `percentage` (int or None) and `status` (a Status) for
+#: every status report. Workers show it in Flower; connect your own receivers to stream
+#: progress elsewhere. Receivers run on the agent's event loop and must not block.
+status_reported = Signal(name="agentexec.status_reported")
+
+
+def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None:
+    """The run with its log, oldest entry first; None for an unknown or malformed id."""
+    try:
+        key = parse_agent_id(agent_id)
+    except InvalidAgentIdError:
+        return None
+    activity = session.scalar(
+        select(Activity).options(selectinload(Activity.logs)).where(Activity.agent_id == key)
+    )
+    return ActivityDetail.model_validate(activity) if activity is not None else None
+
+
+def list(
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    *,
+    status: Status | str | None = None,
+    agent_type: str | None = None,
+) -> ActivityPage:
+    """One page of runs, newest first.
+
+    Args:
+        session: a session on the activity database.
+        page: which page, from 1.
+        page_size: runs per page, up to `AGENTEXEC_MAX_PAGE_SIZE` (500).
+        status: only runs with this status.
+        agent_type: only runs of this task name.
+
+    Raises:
+        InvalidRequestError: `page` or `page_size` is out of range.
+    """
+    limit = get_settings().max_page_size
+    if page < 1:
+        raise InvalidRequestError(f"page must be 1 or more, got {page}")
+    if not 1 <= page_size <= limit:
+        raise InvalidRequestError(f"page_size must be between 1 and {limit}, got {page_size}")
+    where = []
+    if status is not None:
+        where.append(Activity.status == Status(status))
+    if agent_type is not None:
+        where.append(Activity.agent_type == agent_type)
+    total = session.scalar(select(func.count()).select_from(Activity).where(*where)) or 0
+    rows = session.scalars(
+        select(Activity)
+        .where(*where)
+        .order_by(Activity.created_at.desc(), Activity.agent_id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return ActivityPage(
+        items=[ActivityListItem.model_validate(row) for row in rows],
+        total=total,
+        page=page,
+        page_size=page_size,
+        pages=(total + page_size - 1) // page_size,
+    )
+
+
+def count_active(session: Session) -> int:
+    """How many runs are QUEUED or RUNNING."""
+    stmt = select(func.count()).select_from(Activity).where(Activity.status.in_(ACTIVE))
+    return session.scalar(stmt) or 0
+
+
+def cancel_pending(session: Session, reason: str = "Canceled at startup") -> int:
+    """Mark every QUEUED or RUNNING run CANCELED, log why, and return how many there were.
+
+    Meant for startup cleanup, when the runs are known to be gone. Each cancel is also an
+    event in the event log, so watchers see it. A worker that still runs one of them goes
+    on, but the row stays CANCELED.
+    """
+    ids: builtins.list[uuid.UUID] = builtins.list(
+        session.scalars(select(Activity.agent_id).where(Activity.status.in_(ACTIVE)))
+    )
+    if not ids:
+        return 0
+    events = [Event(i, Status.CANCELED, reason, kind=EventKind.CANCELED) for i in ids]
+    events = get_runtime().events.record(events)
+    projection.apply(session.connection(), events)
+    session.commit()
+    return len(ids)
+
+
+def report(
+    agent_id: uuid.UUID, message: str, percentage: int | None, status: Status = Status.RUNNING
+) -> None:
+    """Record a validated status report, without blocking."""
+    runtime = get_runtime()
+    done = "" if percentage is None else f" {percentage}%"
+    logger.info("Agent %s %s%s: %s", agent_id, status.value, done, message)
+    runtime.appender.submit(
+        Event(agent_id, status, message, percentage, kind=EventKind.REPORT, worker=runtime.worker)
+    )
+    status_reported.send(
+        sender=None, agent_id=agent_id, message=message, percentage=percentage, status=status
+    )
+
+
+def update(
+    agent_id: uuid.UUID | str,
+    message: str,
+    percentage: int | None = None,
+    status: Status | str = Status.RUNNING,
+) -> None:
+    """Record a status report for a run. Safe on an event loop: nothing here waits on I/O.
+
+    Raises:
+        InvalidAgentIdError: `agent_id` is not a UUID.
+        ValueError: `percentage` is outside 0..100, or `status` is not a status.
+    """
+    if percentage is not None and not 0 <= percentage <= 100:
+        raise ValueError(f"percentage must be between 0 and 100, got {percentage}")
+    report(parse_agent_id(agent_id), message, percentage, Status(status))

@@ -1,0 +1,141 @@
+"""Running an agent task's body on the worker's shared event loop.
+
+Celery runs each task body on a pool thread. The body of an agent task validates its
+context, submits the agent's coroutine to the worker's one loop and parks the thread until
+the coroutine ends, then records the run's end before Celery stores the result
+(`agentexec.worker.recording`).
+
+A transient model error (an `openai` rate limit, a 5xx, a timeout or a connection error)
+retries the run with exponential backoff and full jitter, up to the task's `retries` (or
+`AGENTEXEC_MODEL_RETRIES`); any other error fails it at once. A run cancelled by the shutdown
+timeout puts its message back on its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import uuid
+from typing import Any
+
+from celery.exceptions import Ignore, Reject
+from pydantic_core import to_jsonable_python
+
+from agentexec.config import get_settings
+from agentexec.exceptions import DeliveryLimitError
+from agentexec.states import Status
+from agentexec.tasks.task import AgentTask, validate_for
+from agentexec.worker import delivery
+from agentexec.worker.loop import EventLoopThread
+from agentexec.worker.recording import record_end, record_finished
+from agentexec.worker.shutdown import REQUEUED_AT_SHUTDOWN
+
+logger = logging.getLogger(__name__)
+
+#: openai's errors worth a retry: the model provider is busy, failing or unreachable.
+_TRANSIENT = frozenset(
+    {"RateLimitError", "InternalServerError", "APITimeoutError", "APIConnectionError"}
+)
+
+
+class Execution:
+    """Runs agent task bodies on `loop`, for the worker that owns it.
+
+    Args:
+        loop: the worker process's shared event loop.
+        requeue: ids of runs the shutdown timeout cancelled, whose messages go back on
+            their queue.
+    """
+
+    def __init__(self, loop: EventLoopThread, requeue: set[str]) -> None:
+        self.loop = loop
+        self.requeue = requeue
+
+    def __call__(self, task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The body of `task` for the delivery its request describes."""
+        request = task.request
+        agent_id = str(request.id)
+        if getattr(request, "agentexec_skip", False):
+            raise Ignore()  # delivered again after it finished: acknowledge it unrun
+        deliveries = getattr(request, "agentexec_deliveries", 0)
+        if deliveries > get_settings().max_deliveries:
+            lost = DeliveryLimitError(agent_id, deliveries - 1)
+            record_finished(task, lost)
+            raise lost
+        try:
+            context = validate_for(task, args, kwargs)
+            coroutine = task.agent_fn(uuid.UUID(agent_id), context)
+            label = f"agent {agent_id} (task {task.name})"
+            value = to_jsonable_python(self.loop.run(coroutine, key=agent_id, label=label))
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
+            if agent_id in self.requeue:
+                self.requeue.discard(agent_id)
+                self._requeued(task)
+                raise Reject(REQUEUED_AT_SHUTDOWN, requeue=True) from None
+            # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
+            raise Ignore() from None
+        except Exception as exc:
+            delay = _transient_retry_delay(task, exc)
+            if delay is not None:
+                record_finished(task, exc, retrying=True, delay=delay)
+                raise task.retry(exc=exc, countdown=delay, max_retries=_retries(task)) from exc
+            record_finished(task, exc, retrying=_will_retry(task, exc))
+            raise
+        record_finished(task)
+        return value
+
+    def _requeued(self, task: AgentTask) -> None:
+        """Record a run cancelled by the shutdown timeout, whose message goes back on its
+        queue; its delivery is not counted against it."""
+        request: Any = task.request
+        journal = getattr(request, "agentexec_journal", None)
+        record_end(request.id, Status.QUEUED, "Requeued at shutdown", journal=journal)
+        delivery.uncount_delivery(str(request.id), request.retries or 0)
+        request.agentexec_recorded = True
+        logger.warning("agent %s requeued at shutdown", request.id)
+
+
+def _retries(task: AgentTask) -> int:
+    retries = getattr(task, "retries", None)
+    return get_settings().model_retries if retries is None else int(retries)
+
+
+def _transient_retry_delay(task: AgentTask, exc: Exception) -> float | None:
+    """The backoff before retrying after `exc`; None when it is not retried this way."""
+    if not is_transient(exc) or isinstance(exc, tuple(getattr(task, "autoretry_for", ()))):
+        return None
+    attempt = task.request.retries or 0
+    if attempt >= _retries(task):
+        return None
+    settings = get_settings()
+    ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2**attempt)
+    delay = random.uniform(settings.retry_backoff, max(settings.retry_backoff, ceiling))
+    return min(settings.retry_backoff_max, max(delay, _retry_after(exc)))
+
+
+def _will_retry(task: AgentTask, exc: Exception) -> bool:
+    retry_for = getattr(task, "autoretry_for", ())
+    retries_left = task.max_retries is None or task.request.retries < task.max_retries
+    return bool(retry_for) and isinstance(exc, tuple(retry_for)) and retries_left
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a transient model error: an `openai` rate limit (429), a 5xx response,
+    a timeout or a connection error. A 400, an auth failure or a validation error is not."""
+    return any(
+        cls.__module__.startswith("openai") and cls.__name__ in _TRANSIENT
+        for cls in type(exc).__mro__
+    )
+
+
+def _retry_after(exc: BaseException) -> float:
+    """Seconds the provider asked to wait (`Retry-After`), or 0."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return 0.0
+    try:
+        return max(0.0, float(headers.get("retry-after", 0)))
+    except (TypeError, ValueError):
+        return 0.0

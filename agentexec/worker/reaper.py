@@ -1,0 +1,256 @@
+"""The reaper: ends the rows whose run can no longer end by itself.
+
+One worker at a time (a Redis lock) looks for QUEUED or RUNNING rows whose message is
+nowhere: not on a queue, not unacknowledged, not held by a live worker, and without a result.
+A row found so twice, `AGENTEXEC_REAPER_INTERVAL` apart, ends ERROR: "worker lost" or
+"message lost (broker restarted without persistence?)". A message whose worker died between
+taking it and recording it as unacknowledged is put back on its queue from the copy the
+transport keeps (`agentexec.tasks.transport`). A row that still looks active although its run
+has a result (a stale event, such as a message put back while the broker restarted, moved it
+after the end) is brought back to what the result says, once SQL has applied the log up to
+where it stood when the row was first seen so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from celery import Celery, states
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agentexec.config import Settings, get_settings
+from agentexec.db.models import Activity
+from agentexec.eventlog.event import Event, seq_of
+from agentexec.exceptions import describe
+from agentexec.runtime import get_runtime
+from agentexec.states import ACTIVE, EventKind, Status
+from agentexec.worker.delivery import events_client, has_finished, live_workers
+from agentexec.worker.recording import TASK_COMPLETED
+
+logger = logging.getLogger(__name__)
+
+#: The task id in a message as kombu stores it on a queue or in the unacked hash.
+_MESSAGE_ID = re.compile(rb'"id": "([0-9a-fA-F-]{36})"')
+#: kombu's separator between a queue's name and its priority step, and the steps.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+#: Rows the reaper looks at per sweep, oldest first.
+_SWEEP_LIMIT = 5_000
+#: Why the reaper ended a run, or put its message back.
+WORKER_LOST = "worker lost"
+MESSAGE_LOST = "message lost (broker restarted without persistence?)"
+MESSAGE_PUT_BACK = "Message put back on its queue (its worker died while taking it)"
+
+
+def pending_ids(client: redis.Redis, settings: Settings) -> set[str]:
+    """Ids of every run whose message is on a queue, unacknowledged, or held by a live worker."""
+    found: set[str] = set()
+    for queue in (settings.high_queue, settings.low_queue):
+        for name in (queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)):
+            start = 0
+            while True:
+                chunk: list[bytes] = client.lrange(name, start, start + 999)  # type: ignore[assignment]
+                found.update(_ids_in(chunk))
+                if len(chunk) < 1000:
+                    break
+                start += 1000
+    unacked: list[bytes] = client.hvals(settings.keys.unacked)  # type: ignore[assignment]
+    found.update(_ids_in(unacked))
+    for host in live_workers(client, settings):
+        members: set[bytes] = client.smembers(settings.keys.held(host))  # type: ignore[assignment]
+        found.update(m.decode() for m in members)
+    return found
+
+
+def _ids_in(messages: Iterable[bytes]) -> Iterable[str]:
+    for raw in messages:
+        match = _MESSAGE_ID.search(raw)
+        if match:
+            yield match.group(1).decode().lower()
+
+
+class Reaper:
+    """Ends the rows whose run can no longer end by itself."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def sweep(self) -> list[Event]:
+        """One sweep, if no other worker is sweeping; returns the events it recorded."""
+        settings = get_settings()
+        client = events_client()
+        lock = settings.keys.reaper_lock
+        if not client.set(lock, os.getpid(), nx=True, px=int(settings.reaper_interval * 900)):
+            return []
+        runtime = get_runtime()
+        grace = datetime.now(UTC) - timedelta(seconds=settings.reaper_interval)
+        with Session(runtime.engine) as session:
+            rows = session.execute(
+                select(Activity.agent_id, Activity.status, Activity.agent_type)
+                .where(Activity.status.in_(ACTIVE), Activity.updated_at < grace)
+                .order_by(Activity.updated_at)
+                .limit(_SWEEP_LIMIT)
+            ).all()
+        suspects_key = settings.keys.reaper_suspects
+        if not rows:
+            client.delete(suspects_key)
+            return []
+        finals = final_results(self.app, [str(agent_id) for agent_id, _, _ in rows])
+        pending = pending_ids(client, settings)
+        # A run with a result whose row still looks active lost its last event (a stale
+        # event, such as a message put back during a broker restart, moved it again): its row
+        # is healed from the result. A run with neither a message nor a result is ended.
+        missing = {
+            str(agent_id): (status, task)
+            for agent_id, status, task in rows
+            if str(agent_id) in finals or str(agent_id) not in pending
+        }
+        # A suspect is confirmed when it is still one a sweep later. For a finished run, the
+        # log's end when it was first seen so is noted too: its last event, if the log has
+        # it, lies before that point, and the row is healed only once SQL has applied that far.
+        now = time.time()
+        finished = bool(set(missing) & set(finals))
+        log_end = _log_end(client) if finished else 0
+        applied = (runtime.applied_through() or 0) if finished else 0
+        stored: dict[bytes, bytes] = client.hgetall(suspects_key)  # type: ignore[assignment]
+        seen = {agent_id.decode(): _Sighting.parse(value) for agent_id, value in stored.items()}
+        sightings = {i: _Sighting(now, log_end if i in finals else None) for i in missing}
+        for agent_id, earlier in seen.items():
+            # A run seen without a result that has one now is seen anew, with the log's end.
+            if agent_id in sightings and (earlier.log_end is not None or agent_id not in finals):
+                sightings[agent_id] = earlier
+        confirmed = [
+            agent_id
+            for agent_id, sighting in sightings.items()
+            if sighting.at <= now - settings.reaper_interval * 0.9
+            and (sighting.log_end is None or sighting.log_end <= applied)
+        ]
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(suspects_key)
+            for agent_id, sighting in sightings.items():
+                if agent_id not in confirmed:
+                    pipe.hset(suspects_key, agent_id, str(sighting))
+            pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
+            pipe.execute()
+        return self._end(confirmed, missing, finals)
+
+    def _end(
+        self,
+        ids: list[str],
+        missing: dict[str, tuple[Status, str]],
+        finals: dict[str, dict[str, Any]],
+    ) -> list[Event]:
+        """Heal the rows of finished runs from their results; put back the messages that
+        have a copy; end the other runs ERROR."""
+        if not ids:
+            return []
+        runtime = get_runtime()
+        copies = _copies(events_client(), set(ids) - set(finals))
+        events = []
+        for agent_id in ids:
+            status, task = missing[agent_id]
+            if agent_id in finals:
+                event = _final_event(uuid.UUID(agent_id), finals[agent_id], task)
+                logger.warning(
+                    "run %s (%s) has finished (%s) but its row said %s; row brought up to date",
+                    agent_id, task, event.status, status,
+                )  # fmt: skip
+                events.append(event)
+                continue
+            copy = copies.get(agent_id)
+            if copy is not None and not has_finished(self.app, agent_id):
+                queue, _, message = copy.partition(b"\n")
+                events_client().rpush(queue, message)  # at the head: it has waited its turn
+                logger.warning("run %s (%s): its worker died while taking its message; "
+                               "message put back on its queue", agent_id, task)  # fmt: skip
+                event = Event(uuid.UUID(agent_id), Status.QUEUED, MESSAGE_PUT_BACK,
+                              kind=EventKind.RETRY, task=task)  # fmt: skip
+                events.append(event)
+                continue
+            reason = WORKER_LOST if status is Status.RUNNING else MESSAGE_LOST
+            logger.warning("run %s (%s) was %s: %s; ended ERROR", agent_id, task, status, reason)
+            events.append(
+                Event(uuid.UUID(agent_id), Status.ERROR, reason, kind=EventKind.ERROR, task=task)
+            )
+            if not has_finished(self.app, agent_id):
+                self.app.backend.mark_as_failure(agent_id, RuntimeError(reason))
+        events = runtime.events.record(events)
+        runtime.write(events)
+        return events
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """When the reaper first saw a suspect, and (for a finished run) the log's end then."""
+
+    at: float
+    log_end: int | None = None
+
+    @classmethod
+    def parse(cls, value: bytes) -> _Sighting:
+        at, _, log_end = value.decode().partition(" ")
+        return cls(float(at), int(log_end) if log_end else None)
+
+    def __str__(self) -> str:
+        return f"{self.at}" if self.log_end is None else f"{self.at} {self.log_end}"
+
+
+def _log_end(client: redis.Redis) -> int:
+    """The position of the event log's newest event (0 when it is empty)."""
+    newest: Any = client.xrevrange(get_runtime().events.key, count=1)
+    return seq_of(newest[0][0]) if newest else 0
+
+
+def final_results(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored results (Celery's task meta) of those of `ids` that have finished.
+
+    One MGET on a Redis result backend; nothing when the backend cannot say.
+    """
+    backend = app.backend
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
+            raw = backend.mget([backend.get_key_for_task(i) for i in ids]) if ids else []
+            metas = [(i, backend.decode_result(r)) for i, r in zip(ids, raw, strict=True) if r]
+        else:
+            metas = [(i, backend.get_task_meta(i)) for i in ids]
+    except Exception:  # the backend cannot say: heal nothing this sweep
+        logger.warning("reaper: result backend unreadable", exc_info=True)
+        return found
+    for agent_id, meta in metas:
+        if meta.get("status") in states.READY_STATES:
+            found[agent_id] = meta
+    return found
+
+
+def _final_event(agent_id: uuid.UUID, meta: dict[str, Any], task: str) -> Event:
+    """The terminal event that a stored result stands for."""
+    state = meta.get("status")
+    if state == states.SUCCESS:
+        return Event(agent_id, Status.COMPLETE, TASK_COMPLETED, 100,
+                     kind=EventKind.COMPLETE, task=task)  # fmt: skip
+    if state == states.REVOKED:
+        return Event(agent_id, Status.CANCELED, "Canceled", kind=EventKind.CANCELED, task=task)
+    result = meta.get("result")
+    reason = describe(result) if isinstance(result, BaseException) else str(result or state)
+    return Event(agent_id, Status.ERROR, reason, kind=EventKind.ERROR, task=task)
+
+
+def _copies(client: redis.Redis, ids: set[str]) -> dict[str, bytes]:
+    """The kept copies (`queue\nmessage`) of the messages of runs `ids`."""
+    found: dict[str, bytes] = {}
+    for _tag, value in client.hscan_iter(get_settings().keys.messages, count=1000):
+        match = _MESSAGE_ID.search(value)
+        if match and (agent_id := match.group(1).decode().lower()) in ids:
+            found[agent_id] = value
+    return found
