@@ -102,6 +102,23 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, ge=1)
     """Largest `page_size` that `activity.list` accepts."""
 
+    max_streams: int = Field(default=2_000, ge=1)
+    """Event streams (SSE and WebSocket) one web process serves at once; beyond it the
+    router answers 503 with `Retry-After`."""
+
+    max_streams_per_owner: int = Field(default=100, ge=1)
+    """Event streams one owner may hold open at once in one web process, when the router is
+    scoped by owner (503 beyond it)."""
+
+    max_message_bytes: int = Field(default=2_048, ge=64)
+    """Longest status report message, in bytes of UTF-8: a longer one is cut, with a marker
+    saying how much was left out. Control characters are removed from every message."""
+
+    appender_buffer: int = Field(default=100_000, ge=1_000)
+    """Events a process holds for the event log at most while Redis is slow or away. Beyond
+    it, status reports are coalesced (each run's newest is kept, and the count dropped is
+    logged) and lifecycle events wait for room: they are never dropped."""
+
     restore_interval: int = Field(default=10, ge=1)
     """Seconds between a worker's sweeps for tasks whose worker died (older than the
     visibility timeout); those go back on their queue and run again."""

@@ -118,6 +118,10 @@ def parse_id(value: str) -> Any:
         raise click.BadParameter(f"{value!r} is not an agent id (a UUID)") from None
 
 
+owner_option = click.option(
+    "--owner", default=None, metavar="OWNER", help="Only runs of this owner (the `owner` given "
+    "to ax.enqueue); another owner's run is not found.",
+)  # fmt: skip
 id_argument = click.argument("agent_id", metavar="ID", callback=lambda _c, _p, v: parse_id(v))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
@@ -130,6 +134,16 @@ def percent(value: int | None) -> str:
 def clock(at: datetime) -> str:
     """A time as the tables show it: local, to the second."""
     return at.astimezone().strftime("%H:%M:%S")
+
+
+def shown(value: object) -> str:
+    """User text (a message, a task name, an owner) as rich markup that prints it literally:
+    control characters removed, `[...]` escaped."""
+    from rich.markup import escape
+
+    from agentexec.eventlog.event import printable
+
+    return escape(printable("" if value is None else str(value)))
 
 
 def styled(status: str) -> str:

@@ -17,7 +17,9 @@ from agentexec.cli.common import (
     id_argument,
     json_option,
     load_app,
+    owner_option,
     percent,
+    shown,
     styled,
 )
 
@@ -33,6 +35,7 @@ from agentexec.cli.common import (
     help="Only runs with this status (repeat for several).",
 )
 @click.option("-t", "--task", "tasks", multiple=True, help="Only runs of this task (repeatable).")
+@owner_option
 @click.option(
     "-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
     help="How many runs, newest first.",
@@ -42,6 +45,7 @@ def list_runs(
     app_module: str | None,
     statuses: tuple[str, ...],
     tasks: tuple[str, ...],
+    owner: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -51,6 +55,7 @@ def list_runs(
     Examples:
       agentexec list
       agentexec list -s RUNNING -s QUEUED -A myapp.worker
+      agentexec list --owner acme
       agentexec list --task research_company --json | jq -r '.[].agent_id'
     """
     from sqlalchemy import select
@@ -65,6 +70,8 @@ def list_runs(
         query = query.where(Activity.status.in_([s.upper() for s in statuses]))
     if tasks:
         query = query.where(Activity.agent_type.in_(tasks))
+    if owner is not None:
+        query = query.where(Activity.owner == owner)
     with Session(activity_engine()) as session:
         rows = [ActivityListItem.model_validate(r) for r in session.scalars(query.limit(limit))]
     if as_json:
@@ -82,11 +89,11 @@ def list_runs(
     for row in rows:
         table.add_row(
             str(row.agent_id),
-            row.agent_type,
+            shown(row.agent_type),
             styled(row.status.value),
             percent(row.latest_completion_percentage),
             clock(row.updated_at),
-            row.latest_log or "",
+            shown(row.latest_log),
         )
     out = console()
     out.print(table if rows else "no runs")
@@ -95,8 +102,9 @@ def list_runs(
 @click.command()
 @id_argument
 @app_option
+@owner_option
 @json_option
-def show(agent_id: uuid.UUID, app_module: str | None, as_json: bool) -> None:
+def show(agent_id: uuid.UUID, app_module: str | None, owner: str | None, as_json: bool) -> None:
     """Show one run and its log, oldest entry first.
 
     \b
@@ -109,7 +117,7 @@ def show(agent_id: uuid.UUID, app_module: str | None, as_json: bool) -> None:
 
     load_app(app_module)
     with Session(activity_engine()) as session:
-        activity = detail(session, agent_id)
+        activity = detail(session, agent_id, owner=owner)
     if activity is None:
         raise click.ClickException(f"no run {agent_id}")
     if as_json:
@@ -118,7 +126,9 @@ def show(agent_id: uuid.UUID, app_module: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]{activity.agent_id}[/bold]  {activity.agent_type}")
+    out.print(f"[bold]{activity.agent_id}[/bold]  {shown(activity.agent_type)}")
+    if activity.owner is not None:
+        out.print(f"owner    {shown(activity.owner)}")
     out.print(
         f"status   {styled(activity.status.value)}  "
         f"{percent(activity.latest_completion_percentage)}"
@@ -133,7 +143,7 @@ def show(agent_id: uuid.UUID, app_module: str | None, as_json: bool) -> None:
             clock(log.created_at),
             styled(log.status.value),
             percent(log.completion_percentage),
-            log.message,
+            shown(log.message),
         )
     out.print(table)
 

@@ -19,6 +19,7 @@ from agentexec.cli.common import (
     id_argument,
     load_app,
     percent,
+    shown,
     styled,
 )
 from agentexec.states import TERMINAL
@@ -166,7 +167,7 @@ class _TailPrinter:
             return
         assert self.progress is not None and self.bar is not None
         self.progress.console.print(
-            f"{clock(at)}  {styled(status.ljust(8))}  {percent(percentage):>4}  {message}"
+            f"{clock(at)}  {styled(status.ljust(8))}  {percent(percentage):>4}  {shown(message)}"
         )
         update: dict[str, Any] = {"description": styled(status)}
         if percentage is not None:

@@ -13,10 +13,12 @@ import builtins
 import logging
 import uuid
 
+import redis
 from celery.utils.dispatch import Signal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from agentexec.client.cancel import revoke_runs
 from agentexec.client.schemas import (
     ActivityDetail,
     ActivityListItem,
@@ -26,11 +28,13 @@ from agentexec.client.schemas import (
 from agentexec.config import get_settings
 from agentexec.db import projection
 from agentexec.db.models import Activity, ActivityLog, Base
-from agentexec.eventlog.event import Event
+from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import InvalidAgentIdError, InvalidRequestError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
+from agentexec.tasks.app import app
+from agentexec.tasks.presence import final_results, live_workers, message_copies, pending_ids
 
 __all__ = [
     "Activity",
@@ -58,15 +62,24 @@ logger = logging.getLogger(__name__)
 status_reported = Signal(name="agentexec.status_reported")
 
 
-def detail(session: Session, agent_id: uuid.UUID | str) -> ActivityDetail | None:
-    """The run with its log, oldest entry first; None for an unknown or malformed id."""
+def detail(
+    session: Session, agent_id: uuid.UUID | str, *, owner: str | None = None
+) -> ActivityDetail | None:
+    """The run with its log, oldest entry first; None for an unknown or malformed id.
+
+    Args:
+        session: a session on the activity database.
+        agent_id: the run.
+        owner: only a run of this owner: another owner's run is None, as an unknown one is.
+    """
     try:
         key = parse_agent_id(agent_id)
     except InvalidAgentIdError:
         return None
-    activity = session.scalar(
-        select(Activity).options(selectinload(Activity.logs)).where(Activity.agent_id == key)
-    )
+    stmt = select(Activity).options(selectinload(Activity.logs)).where(Activity.agent_id == key)
+    if owner is not None:
+        stmt = stmt.where(Activity.owner == owner)
+    activity = session.scalar(stmt)
     return ActivityDetail.model_validate(activity) if activity is not None else None
 
 
@@ -77,6 +90,7 @@ def list(
     *,
     status: Status | str | None = None,
     agent_type: str | None = None,
+    owner: str | None = None,
 ) -> ActivityPage:
     """One page of runs, newest first.
 
@@ -86,6 +100,7 @@ def list(
         page_size: runs per page, up to `AGENTEXEC_MAX_PAGE_SIZE` (500).
         status: only runs with this status.
         agent_type: only runs of this task name.
+        owner: only runs of this owner.
 
     Raises:
         InvalidRequestError: `page` or `page_size` is out of range.
@@ -100,6 +115,8 @@ def list(
         where.append(Activity.status == Status(status))
     if agent_type is not None:
         where.append(Activity.agent_type == agent_type)
+    if owner is not None:
+        where.append(Activity.owner == owner)
     total = session.scalar(select(func.count()).select_from(Activity).where(*where)) or 0
     rows = session.scalars(
         select(Activity)
@@ -124,29 +141,61 @@ def count_active(session: Session) -> int:
 
 
 def cancel_pending(session: Session, reason: str = "Canceled at startup") -> int:
-    """Mark every QUEUED or RUNNING run CANCELED, log why, and return how many there were.
+    """Cancel the QUEUED and RUNNING runs that can no longer end by themselves; returns how
+    many there were.
 
-    Meant for startup cleanup, when the runs are known to be gone. Each cancel is also an
-    event in the event log, so watchers see it. A worker that still runs one of them goes
-    on, but the row stays CANCELED.
+    A run counts as stale when its message is nowhere in the broker (on no queue, not taken
+    by a worker, held by no live worker) and, if it was RUNNING, its worker's heartbeat is
+    gone; a run with a stored result is left to the reaper, which brings its row up to date.
+    A run that waits in a queue or that a live worker holds is never touched, so every API
+    replica can call this at startup. Each cancel is an event (watchers see it), and the run
+    is revoked, so a message that turns up later is not run. While the broker cannot be
+    read, nothing is canceled (a warning says so).
     """
-    ids: builtins.list[uuid.UUID] = builtins.list(
-        session.scalars(select(Activity.agent_id).where(Activity.status.in_(ACTIVE)))
-    )
-    if not ids:
+    settings = get_settings()
+    rows = session.execute(
+        select(Activity.agent_id, Activity.status, Activity.worker, Activity.owner).where(
+            Activity.status.in_(ACTIVE)
+        )
+    ).all()
+    if not rows:
         return 0
-    events = [Event(i, Status.CANCELED, reason, kind=EventKind.CANCELED) for i in ids]
-    events = get_runtime().events.record(events)
-    projection.apply(session.connection(), events)
+    try:
+        client = get_runtime().events.client()
+        pending = pending_ids(client, settings)
+        live = set(live_workers(client, settings))
+        ids = {str(row.agent_id) for row in rows} - pending
+        pending |= set(message_copies(client, ids))
+        finished = set(final_results(app, builtins.list(ids)))
+    except redis.RedisError as exc:
+        logger.warning("stale runs not canceled: the broker cannot be read (%s)", exc)
+        return 0
+    stale = [
+        row
+        for row in rows
+        if str(row.agent_id) not in pending | finished
+        and (row.status is Status.QUEUED or row.worker not in live)
+    ]
+    if not stale:
+        return 0
+    reason = clean_message(reason, settings.max_message_bytes)
+    revoke_runs([row.agent_id for row in stale], reason)
+    events = [
+        Event(row.agent_id, Status.CANCELED, reason, kind=EventKind.CANCELED, owner=row.owner)
+        for row in stale
+    ]
+    projection.apply(session.connection(), get_runtime().events.record(events))
     session.commit()
-    return len(ids)
+    return len(stale)
 
 
 def report(
     agent_id: uuid.UUID, message: str, percentage: int | None, status: Status = Status.RUNNING
 ) -> None:
-    """Record a validated status report, without blocking."""
+    """Record a validated status report, without blocking. The message is cleaned of control
+    characters and cut to `AGENTEXEC_MAX_MESSAGE_BYTES`."""
     runtime = get_runtime()
+    message = clean_message(message, get_settings().max_message_bytes)
     done = "" if percentage is None else f" {percentage}%"
     logger.info("Agent %s %s%s: %s", agent_id, status.value, done, message)
     runtime.appender.submit(

@@ -1,21 +1,24 @@
 """Cancelling runs, through Celery's own revoke.
 
 A queued run is revoked and never starts, even on a worker that starts later (see
-`agentexec.tasks.revoked`). A running one is revoked with `terminate=True`: its worker cancels the
-agent's coroutine, and the run ends CANCELED.
+`agentexec.tasks.revoked`). A running one is revoked with `terminate=True`: its worker
+cancels the agent's coroutine, and the run ends CANCELED.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterable
 
 from celery import states
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec.client.activity import detail
-from agentexec.eventlog.event import Event
+from agentexec.config import get_settings
+from agentexec.db.models import Activity
+from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import ActivityStoreError, UnknownAgentError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
@@ -24,47 +27,72 @@ from agentexec.tasks import revoked
 from agentexec.tasks.app import app
 
 
-async def cancel(agent_id: uuid.UUID | str, reason: str = "Canceled") -> bool:
+async def cancel(
+    agent_id: uuid.UUID | str, reason: str = "Canceled", *, owner: str | None = None
+) -> bool:
     """Cancel a run. Returns False when it had already ended.
 
     While the activity database is unreachable the run is canceled all the same, and its
-    CANCELED row appears when the database is back.
+    CANCELED row appears when the database is back (unless `owner` is given: then the
+    database must say whose run it is).
+
+    Args:
+        agent_id: the run.
+        reason: why; its CANCELED log line and `TaskCanceledError.reason` say it.
+        owner: only a run of this owner; another owner's run is unknown.
 
     Raises:
-        UnknownAgentError: no run has this id (a KeyError).
+        UnknownAgentError: no run has this id (a KeyError), or it is another owner's.
         InvalidAgentIdError: the id is not a UUID (a KeyError).
+        ActivityStoreError: `owner` is given and the database cannot say whose run it is.
     """
-    return await asyncio.to_thread(_cancel, parse_agent_id(agent_id), reason)
+    reason = clean_message(reason, get_settings().max_message_bytes)
+    return await asyncio.to_thread(_cancel, parse_agent_id(agent_id), reason, owner)
 
 
-def _cancel(agent_id: uuid.UUID, reason: str) -> bool:
+def _cancel(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
     runtime = get_runtime()
     try:
         with Session(runtime.engine) as session:
-            activity = detail(session, agent_id)
-    except (SQLAlchemyError, ActivityStoreError):
+            row = session.execute(
+                select(Activity.status, Activity.owner).where(Activity.agent_id == agent_id)
+            ).first()
+    except (SQLAlchemyError, ActivityStoreError) as exc:
+        if owner is not None:
+            raise ActivityStoreError(
+                runtime.engine.url.render_as_string(hide_password=True),
+                f"whose run {agent_id} is cannot be checked: {type(exc).__name__}",
+            ) from exc
         status = None  # the database cannot say: cancel whatever state the run is in
     else:
-        if activity is None:
+        if row is None or (owner is not None and row.owner != owner):
             raise UnknownAgentError(agent_id)
-        if activity.status not in ACTIVE:
+        if row.status not in ACTIVE:
             return False
-        status = activity.status
-    task_id = str(agent_id)
-    revoked.remember(app, [task_id], reason)
-    if app.backend.get_state(task_id) not in states.READY_STATES:
-        # Waiters learn it, with its reason, from the result backend. Stored before the
-        # broadcast: every Celery worker that hears it stores a pending run's result as
-        # revoked with its own reason, "revoked", unless one is there.
-        app.backend.mark_as_revoked(task_id, reason)
+        status = row.status
+    revoke_runs([agent_id], reason)
     # A queued run is skipped by the worker that takes it; a running one is ended by its own.
-    app.control.revoke(task_id, terminate=True)
+    app.control.revoke(str(agent_id), terminate=True)
     if status is not Status.RUNNING:
         events = runtime.events.record(
-            [Event(agent_id, Status.CANCELED, reason, kind=EventKind.CANCELED)]
+            [Event(agent_id, Status.CANCELED, reason, kind=EventKind.CANCELED, owner=owner)]
         )
         try:
             runtime.write(events)
         except ActivityStoreError:
             pass
     return True
+
+
+def revoke_runs(agent_ids: Iterable[uuid.UUID], reason: str) -> None:
+    """Remember runs as revoked, with why, for workers now and later, and tell waiters.
+
+    Each run's result is stored as revoked before any broadcast: every Celery worker that
+    hears a revoke stores a pending run's result as revoked with its own words, "revoked",
+    unless one is there.
+    """
+    task_ids = [str(agent_id) for agent_id in agent_ids]
+    revoked.remember(app, task_ids, reason)
+    for task_id in task_ids:
+        if app.backend.get_state(task_id) not in states.READY_STATES:
+            app.backend.mark_as_revoked(task_id, reason)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from agentexec.config import get_settings, redact
 from agentexec.exceptions import BrokerUnavailableError, describe
-from agentexec.ids import parse_agent_id
+from agentexec.ids import parse_agent_id, parse_owner
 from agentexec.runtime import get_runtime
 from agentexec.tasks.queued import deferred_queued_rows, write_queued
 from agentexec.tasks.queues import Priority, parse_priority, queue_name
@@ -36,6 +36,7 @@ async def enqueue(
     *,
     priority: Priority = Priority.LOW,
     agent_id: uuid.UUID | str | None = None,
+    owner: str | None = None,
     **options: Any,
 ) -> AgentResult:
     """Validate `context`, record the run as QUEUED and publish it to the `priority` queue.
@@ -49,17 +50,22 @@ async def enqueue(
         context: a model or dict that validates against the task's context model.
         priority: HIGH runs before any LOW task that has not started yet.
         agent_id: choose the agent id yourself; a new UUID otherwise.
+        owner: whom the run belongs to (a user, a tenant): a router scoped by owner shows a
+            run only to its owner, and `ax.activity.list(..., owner=...)` filters by it.
         options: passed on to `apply_async` (for example `countdown`).
 
     Raises:
         UnknownTaskError: no agent task has that name in this process.
         InvalidContextError: the context does not validate. Nothing is published or recorded.
+        InvalidRequestError: the owner is not a string of 1 to 255 printable characters.
         ActivityStoreError: the activity database is misconfigured. Nothing is published.
         BrokerUnavailableError: the broker did not take the run. Nothing is recorded.
     """
     task = get_agent_task(task_name)
     model = task.validate_context(context)
     task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
+    if owner is not None:
+        options["owner"] = parse_owner(owner)
     publisher = get_runtime().publisher(_publish)
     item = _Enqueue(task, model, task_id, parse_priority(priority), options)
     return cast(AgentResult, await publisher.call(item))

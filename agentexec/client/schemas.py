@@ -31,6 +31,8 @@ class ActivityListItem(BaseModel):
     status: Status
     latest_completion_percentage: int | None
     latest_log: str | None
+    #: Whom the run belongs to, when `ax.enqueue(..., owner=...)` said.
+    owner: str | None = None
     created_at: datetime
     updated_at: datetime
     #: Position in the event log of the newest event the run shows (`ax.watch(after=...)`).

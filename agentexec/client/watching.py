@@ -12,13 +12,16 @@ No event is missed between the state and the changes, nor across a reconnect:
 3. then it yields the live events, skipping any it has already yielded (by position).
 
 Resuming after a position older than the log holds (it is trimmed by age and length) reads
-the older events back from SQL, where every event ends up, in the same order.
+the older events back from SQL, where every event ends up, in the same order. Catching up
+reads a page at a time and yields as it goes, so a replay of a long history starts at once
+and holds one page in memory.
+
+A watcher scoped to an `owner` sees only that owner's runs; another owner's run is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from agentexec.db.models import Activity, ActivityLog
 from agentexec.eventlog.event import Event
-from agentexec.eventlog.hub import OVERFLOW, EventHub, Subscription, get_hub
+from agentexec.eventlog.hub import OVERFLOW, EventHub, get_hub
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
@@ -48,7 +51,9 @@ _KIND_OF = {
 }
 
 
-async def watch(agent_id: uuid.UUID | str, *, after: int | None = None) -> AsyncIterator[Event]:
+async def watch(
+    agent_id: uuid.UUID | str, *, after: int | None = None, owner: str | None = None
+) -> AsyncIterator[Event]:
     """The events of one run: its state, then each change, until it ends.
 
     Example:
@@ -62,6 +67,7 @@ async def watch(agent_id: uuid.UUID | str, *, after: int | None = None) -> Async
         after: resume after this position (`Event.seq` of the last event seen): every later
             event is yielded, and no state first. None: the current state first, as one
             `EventKind.SNAPSHOT` event.
+        owner: only a run of this owner; another owner's run is unknown (KeyError).
 
     Raises:
         KeyError: no run has this id (an `InvalidAgentIdError` for a malformed one).
@@ -70,40 +76,44 @@ async def watch(agent_id: uuid.UUID | str, *, after: int | None = None) -> Async
     """
     key = parse_agent_id(agent_id)
     hub = get_hub()
+    if after is not None and owner is not None:
+        await _owned(key, owner)
     last = after
     while True:  # once, unless the hub drops this watcher for lagging: then catch up again
         subscription = await hub.subscribe(key)
         try:
+            resumed = last is not None
             if last is None:
                 projected = await hub.projected() or 0  # before SQL is read: SQL shows it
                 state = await asyncio.to_thread(_state, key)
-                if state is None:
+                if state is None or (owner is not None and state.owner != owner):
                     raise KeyError(str(key))
-                hub.remember_task(key, state.task or "")
+                hub.remember(state)
                 yield state
                 if state.terminal:
                     return
                 last = state.seq or 0
-                caught_up = await _stream_since(hub, max(last, projected), subscription, key)
+                start = max(last, projected)
+                catch_up = _stream(hub, start, subscription.position, key)
             else:
                 # From the event at `last` on: when that is the run's end, nothing follows.
-                caught_up = await _since(hub, key, last - 1, subscription)
-                for event in caught_up:
-                    if event.task:
-                        hub.remember_task(key, event.task)
-                if any(e.seq == last and e.terminal for e in caught_up):
+                catch_up = _since(hub, key, last - 1, subscription.position)
+            resumed_at = last
+            seen = False
+            async for event in catch_up:
+                seen = True
+                if event.seq == resumed_at and event.terminal:
                     return
-                if not caught_up and await ended(key, last):
-                    return
-            for event in caught_up:
                 if event.seq is not None and event.seq > last:
-                    yield _named(event, hub.task_name(event))
+                    yield hub.named(event)
                     last = event.seq
                     if event.terminal:
                         return
+            if resumed and not seen and await ended(key, last):
+                return
             while (live := await subscription.queue.get()) is not OVERFLOW:
                 if live.seq is not None and live.seq > last:
-                    yield _named(live, hub.task_name(live))
+                    yield hub.named(live)
                     last = live.seq
                     if live.terminal:
                         return
@@ -116,6 +126,7 @@ async def watch_all(
     status: Status | str | Collection[Status | str] | None = None,
     task: str | Collection[str] | None = None,
     after: int | None = None,
+    owner: str | None = None,
 ) -> AsyncIterator[Event]:
     """The events of every run, for dashboards: the runs' state, then each change. Endless.
 
@@ -126,41 +137,41 @@ async def watch_all(
             first. None: first the state of each active run (QUEUED or RUNNING, or of
             `status` when given) as `EventKind.SNAPSHOT` events, the newest
             `SNAPSHOT_LIMIT` runs at most.
+        owner: only the runs of this owner.
 
     Raises:
         redis.RedisError: the event log is unreachable when the watch starts.
     """
-    filters = _Filters.of(status, task)
+    filters = _Filters.of(status, task, owner)
     hub = get_hub()
     last = after
     while True:
         subscription = await hub.subscribe(match=lambda e: filters.match(e, hub))
         try:
+            seen: dict[uuid.UUID, int] = {}
             if last is None:
                 projected = await hub.projected() or 0
                 states = await asyncio.to_thread(_states, filters)
                 for state in states:
-                    hub.remember_task(state.agent_id, state.task or "")
+                    hub.remember(state)
                     yield state
                 seen = {s.agent_id: s.seq or 0 for s in states}
                 # SQL shows every event up to `projected`; the stream has the rest.
                 last = min(projected, subscription.position)
-                events = await hub.read_range(last, subscription.position)
-                caught_up = [
-                    e
-                    for e in events
-                    if filters.match(e, hub) and (e.seq or 0) > seen.get(e.agent_id, 0)
-                ]
+                catch_up = _stream(hub, last, subscription.position)
             else:
-                events = await _all_since(hub, last, subscription.position, filters)
-                caught_up = [e for e in events if filters.match(e, hub)]
-            for event in caught_up:
-                if event.seq is not None and event.seq > last:
-                    yield _named(event, hub.task_name(event))
+                catch_up = _all_since(hub, last, subscription.position, filters)
+            async for event in catch_up:
+                if (
+                    event.seq is not None
+                    and event.seq > max(last, seen.get(event.agent_id, 0))
+                    and filters.match(event, hub)
+                ):
+                    yield hub.named(event)
                     last = event.seq
             while (live := await subscription.queue.get()) is not OVERFLOW:
                 if live.seq is not None and live.seq > last:
-                    yield _named(live, hub.task_name(live))
+                    yield hub.named(live)
                     last = live.seq
         finally:
             hub.unsubscribe(subscription)
@@ -183,23 +194,25 @@ async def ended(agent_id: uuid.UUID | str, after: int) -> bool:
     return any(e.agent_id == key and e.terminal for e in at)
 
 
-def _named(event: Event, task: str | None) -> Event:
-    """`event` with its run's task name, when it came without one."""
-    if event.task is not None or not task:
-        return event
-    return dataclasses.replace(event, task=task)
+async def _owned(agent_id: uuid.UUID, owner: str) -> None:
+    """KeyError unless the run is `owner`'s."""
+    state = await asyncio.to_thread(_state, agent_id)
+    if state is None or state.owner != owner:
+        raise KeyError(str(agent_id))
 
 
 @dataclass(frozen=True)
 class _Filters:
     statuses: frozenset[Status] | None
     tasks: frozenset[str] | None
+    owner: str | None
 
     @classmethod
     def of(
         cls,
         status: Status | str | Collection[Status | str] | None,
         task: str | Collection[str] | None,
+        owner: str | None,
     ) -> _Filters:
         statuses = None
         if status is not None:
@@ -208,52 +221,76 @@ class _Filters:
         tasks = None
         if task is not None:
             tasks = frozenset([task] if isinstance(task, str) else task)
-        return cls(statuses, tasks)
+        return cls(statuses, tasks, owner)
 
     def match(self, event: Event, hub: EventHub) -> bool:
         if self.statuses is not None and event.status not in self.statuses:
             return False
-        return self.tasks is None or hub.task_name(event) in self.tasks
+        if self.tasks is None and self.owner is None:
+            return True
+        named = hub.named(event)
+        if self.owner is not None and named.owner != self.owner:
+            return False
+        return self.tasks is None or named.task in self.tasks
 
 
-async def _since(
-    hub: EventHub, agent_id: uuid.UUID, after: int, subscription: Subscription
-) -> list[Event]:
-    """The events of one run after `after`, up to the subscription's start, oldest first.
+async def _stream(
+    hub: EventHub, after: int, upto: int, agent_id: uuid.UUID | None = None
+) -> AsyncIterator[Event]:
+    """The stream's events after `after` up to `upto` (of one run, or of all), a page read
+    at a time."""
+    if after >= upto:
+        return
+    async for page in hub.pages(after, upto):
+        for event in page:
+            if agent_id is None or event.agent_id == agent_id:
+                yield event
 
-    SQL holds every event up to the projection's position; the stream holds the rest.
+
+async def _since(hub: EventHub, agent_id: uuid.UUID, after: int, upto: int) -> AsyncIterator[Event]:
+    """The events of one run after `after`, up to `upto`, oldest first.
+
+    SQL holds every event up to the projection's position (which may be past `upto`, when
+    the stream is empty); the stream holds the rest.
     """
     projected = await hub.projected()
     if projected is None:  # no projector: the stream is all there is
-        return await _stream_since(hub, after, subscription, agent_id)
-    events: list[Event] = []
-    if after < projected:
-        events = await asyncio.to_thread(_logs, agent_id, after, projected)
-    stream = await _stream_since(hub, max(after, projected), subscription, agent_id)
-    return events + stream
+        async for event in _stream(hub, after, upto, agent_id):
+            yield event
+        return
+    async for event in _sql(agent_id, after, projected):
+        yield event
+    async for event in _stream(hub, max(after, projected), upto, agent_id):
+        yield event
 
 
-async def _stream_since(
-    hub: EventHub, after: int, subscription: Subscription, agent_id: uuid.UUID
-) -> list[Event]:
-    if after >= subscription.position:
-        return []
-    events = await hub.read_range(after, subscription.position)
-    return [e for e in events if e.agent_id == agent_id]
-
-
-async def _all_since(hub: EventHub, after: int, upto: int, filters: _Filters) -> list[Event]:
+async def _all_since(
+    hub: EventHub, after: int, upto: int, filters: _Filters
+) -> AsyncIterator[Event]:
     """Every event after `after` up to `upto`: from the stream, or SQL where it is trimmed."""
-    if after >= upto:
-        return []
     first = await hub.first_position()
-    if first is not None and first <= after + 1:
-        return await hub.read_range(after, upto)
-    projected = await hub.projected() or 0
-    older = await asyncio.to_thread(_all_logs, after, projected, filters)
-    for event in older:
-        hub.remember_task(event.agent_id, event.task or "")
-    return older + await hub.read_range(max(after, projected), upto)
+    projected = 0
+    if first is None or first > after + 1:
+        projected = await hub.projected() or 0
+        async for event in _sql(None, after, projected, filters):
+            hub.remember(event)
+            yield event
+    async for event in _stream(hub, max(after, projected), upto):
+        yield event
+
+
+async def _sql(
+    agent_id: uuid.UUID | None, after: int, upto: int, filters: _Filters | None = None
+) -> AsyncIterator[Event]:
+    """The log rows (of one run, or of all that pass `filters`) after `after` up to `upto`,
+    as events, a page read at a time."""
+    while after < upto:
+        page = await asyncio.to_thread(_logs, agent_id, after, upto, filters)
+        for event in page:
+            yield event
+        if len(page) < _PAGE:
+            return
+        after = page[-1].seq or after
 
 
 # SQL reads, run on a thread.
@@ -270,6 +307,8 @@ def _states(filters: _Filters) -> list[Event]:
     stmt = select(Activity).where(Activity.status.in_(statuses))
     if filters.tasks is not None:
         stmt = stmt.where(Activity.agent_type.in_(filters.tasks))
+    if filters.owner is not None:
+        stmt = stmt.where(Activity.owner == filters.owner)
     stmt = stmt.order_by(Activity.created_at.desc()).limit(SNAPSHOT_LIMIT)
     with Session(get_runtime().engine) as session:
         rows = session.scalars(stmt).all()
@@ -285,50 +324,41 @@ def _snapshot(row: Activity) -> Event:
         kind=EventKind.SNAPSHOT,
         task=row.agent_type,
         worker=row.worker,
+        owner=row.owner,
         at=row.updated_at,
         seq=row.last_seq or 0,
     )
 
 
-def _logs(agent_id: uuid.UUID, after: int, upto: int) -> list[Event]:
+def _logs(
+    agent_id: uuid.UUID | None, after: int, upto: int, filters: _Filters | None
+) -> list[Event]:
+    """One page of log rows after `after` up to `upto`, oldest first."""
     stmt = (
-        select(ActivityLog, Activity.agent_type)
+        select(ActivityLog, Activity.agent_type, Activity.owner)
         .join(Activity)
-        .where(ActivityLog.agent_id == agent_id, ActivityLog.seq > after, ActivityLog.seq <= upto)
+        .where(ActivityLog.seq > after, ActivityLog.seq <= upto)
         .order_by(ActivityLog.seq)
+        .limit(_PAGE)
     )
+    if agent_id is not None:
+        stmt = stmt.where(ActivityLog.agent_id == agent_id)
+    if filters is not None and filters.tasks is not None:
+        stmt = stmt.where(Activity.agent_type.in_(filters.tasks))
+    if filters is not None and filters.owner is not None:
+        stmt = stmt.where(Activity.owner == filters.owner)
     with Session(get_runtime().engine) as session:
-        return [_from_log(log, task) for log, task in session.execute(stmt)]
-
-
-def _all_logs(after: int, upto: int, filters: _Filters) -> list[Event]:
-    events: list[Event] = []
-    with Session(get_runtime().engine) as session:
-        while True:
-            stmt = (
-                select(ActivityLog, Activity.agent_type)
-                .join(Activity)
-                .where(ActivityLog.seq > after, ActivityLog.seq <= upto)
-                .order_by(ActivityLog.seq)
-                .limit(_PAGE)
+        return [
+            Event(
+                log.agent_id,
+                log.status,
+                log.message,
+                log.completion_percentage,
+                kind=_KIND_OF[log.status],
+                task=task,
+                owner=owner,
+                at=log.created_at,
+                seq=log.seq,
             )
-            if filters.tasks is not None:
-                stmt = stmt.where(Activity.agent_type.in_(filters.tasks))
-            page = [_from_log(log, task) for log, task in session.execute(stmt)]
-            events += page
-            if len(page) < _PAGE:
-                return events
-            after = page[-1].seq or after
-
-
-def _from_log(log: ActivityLog, task: str) -> Event:
-    return Event(
-        log.agent_id,
-        log.status,
-        log.message,
-        log.completion_percentage,
-        kind=_KIND_OF[log.status],
-        task=task,
-        at=log.created_at,
-        seq=log.seq,
-    )
+            for log, task, owner in session.execute(stmt)
+        ]

@@ -70,6 +70,7 @@ class Activity(Base):
     __table_args__ = (
         Index(f"ix_{_PREFIX}activity_created_at", "created_at"),
         Index(f"ix_{_PREFIX}activity_status", "status"),
+        Index(f"ix_{_PREFIX}activity_owner", "owner", "created_at"),
     )
 
     agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -78,6 +79,8 @@ class Activity(Base):
     latest_completion_percentage: Mapped[int | None] = mapped_column(Integer)
     latest_log: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(255))
+    #: Whom the run belongs to; set once, when it is queued. None: no owner given.
+    owner: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     #: Position in the event log of the event the row shows; older events never override it.

@@ -48,6 +48,7 @@ class _RunRow:
     message: str
     percentage: int | None
     worker: str | None
+    owner: str | None
     created_at: datetime
     updated_at: datetime
     seq: int
@@ -99,6 +100,7 @@ def _run_rows(events: list[Event]) -> list[_RunRow]:
                 message=latest.message,
                 percentage=percentage,
                 worker=worker,
+                owner=next((e.owner for e in run if e.owner), None),
                 created_at=run[0].at,
                 updated_at=latest.at,
                 seq=_seq(latest),
@@ -120,6 +122,7 @@ def _sqlite_upsert_runs() -> Any:
                 new.latest_completion_percentage, table.latest_completion_percentage
             ),
             "worker": func.coalesce(new.worker, table.worker),
+            "owner": func.coalesce(table.owner, new.owner),
             "updated_at": new.updated_at,
             "last_seq": new.last_seq,
         },
@@ -147,6 +150,7 @@ def _upsert_runs(conn: Connection, rows: list[_RunRow]) -> None:
                 "latest_log": r.message,
                 "latest_completion_percentage": r.percentage,
                 "worker": r.worker,
+                "owner": r.owner,
                 "created_at": r.created_at,
                 "updated_at": r.updated_at,
                 "last_seq": r.seq,
@@ -180,6 +184,7 @@ _PG_MOVE_RUN = f"""ON CONFLICT (agent_id) DO UPDATE SET
         latest_completion_percentage =
             coalesce(excluded.latest_completion_percentage, a.latest_completion_percentage),
         worker = coalesce(excluded.worker, a.worker),
+        owner = coalesce(a.owner, excluded.owner),
         updated_at = excluded.updated_at,
         last_seq = excluded.last_seq
     WHERE (a.last_seq IS NULL OR a.last_seq < excluded.last_seq)
@@ -189,10 +194,10 @@ WITH commit_mode AS (
     SELECT set_config('synchronous_commit', %(commit)s, true)
 ), runs AS (
     INSERT INTO {_ACTIVITY} AS a (agent_id, agent_type, status, latest_log,
-        latest_completion_percentage, worker, created_at, updated_at, last_seq)
+        latest_completion_percentage, worker, owner, created_at, updated_at, last_seq)
     SELECT * FROM json_to_recordset(%(runs)s::json) AS r(agent_id uuid, agent_type varchar,
         status varchar, latest_log text, latest_completion_percentage int, worker varchar,
-        created_at timestamptz, updated_at timestamptz, last_seq bigint)
+        owner varchar, created_at timestamptz, updated_at timestamptz, last_seq bigint)
     {_PG_MOVE_RUN}
 )
 INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
@@ -209,9 +214,9 @@ WITH commit_mode AS (
     SELECT set_config('synchronous_commit', %(commit)s, true)
 ), runs AS (
     INSERT INTO {_ACTIVITY} AS a (agent_id, agent_type, status, latest_log,
-        latest_completion_percentage, worker, created_at, updated_at, last_seq)
+        latest_completion_percentage, worker, owner, created_at, updated_at, last_seq)
     VALUES (%(id)s, %(type)s, %(status)s, %(message)s, %(percentage)s, %(worker)s,
-        %(at)s, %(at)s, %(seq)s)
+        %(owner)s, %(at)s, %(at)s, %(seq)s)
     {_PG_MOVE_RUN}
 )
 INSERT INTO {_LOG} (agent_id, seq, message, status, completion_percentage, created_at)
@@ -241,6 +246,7 @@ def _apply_pg(
                 "message": _pg_text(e.message),
                 "percentage": e.percentage,
                 "worker": e.worker,
+                "owner": e.owner,
                 "at": e.at,
                 "seq": e.seq,
             },
@@ -254,6 +260,7 @@ def _apply_pg(
             "latest_log": _pg_text(r.message),
             "latest_completion_percentage": r.percentage,
             "worker": r.worker,
+            "owner": r.owner,
             "created_at": r.created_at.isoformat(),
             "updated_at": r.updated_at.isoformat(),
             "last_seq": r.seq,

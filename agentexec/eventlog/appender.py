@@ -11,6 +11,7 @@ before Celery stores the result, so a client that holds the result reads the who
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import queue
@@ -21,8 +22,10 @@ from collections import deque
 
 import redis
 
+from agentexec.config import get_settings
 from agentexec.eventlog.event import Event, clock_seq
 from agentexec.eventlog.log import EventLog
+from agentexec.states import EventKind
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +53,30 @@ class _Item:
 
 
 class EventAppender:
-    """One thread that appends events for callers that must not wait on Redis."""
+    """One thread that appends events for callers that must not wait on Redis.
 
-    def __init__(self, log: EventLog) -> None:
+    It holds at most `capacity` events (`AGENTEXEC_APPENDER_BUFFER`) while Redis is slow or
+    away. Beyond that, status reports are coalesced: each run's newest is kept aside and
+    appended when there is room, and the count left out is logged. Other events are never
+    dropped: a thread that submits one waits for room, and on an event loop (which must
+    not wait) it goes in all the same.
+    """
+
+    def __init__(self, log: EventLog, capacity: int | None = None) -> None:
         self.log = log
+        self.capacity = capacity or get_settings().appender_buffer
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        #: Events queued and not yet appended, and a condition for room among them.
+        self._size = 0
+        self._room = threading.Condition(threading.Lock())
+        #: Each run's newest status report, kept aside while the buffer is full.
+        self._held: dict[uuid.UUID, Event] = {}
+        self._coalesced = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._journals: dict[uuid.UUID, Journal] = {}
-        #: The task of each run with a journal, stamped on its events that lack one.
-        self._tasks: dict[uuid.UUID, str] = {}
+        #: The task and owner of each run with a journal, stamped on its events that lack them.
+        self._runs: dict[uuid.UUID, tuple[str | None, str | None]] = {}
         self._last_seq = 0
 
     @property
@@ -68,17 +85,58 @@ class EventAppender:
         return self._last_seq
 
     def submit(self, event: Event) -> None:
-        """Queue `event`; it is appended soon, after every event submitted before it."""
+        """Queue `event`; it is appended soon, after every event submitted before it (a
+        status report may be coalesced with the run's next while the buffer is full)."""
         self._start()
-        self._queue.put(_Item(self._stamped(event), None))
+        self._put(_Item(self._stamped(event), None))
 
     def submit_and_wait(self, event: Event, timeout: float) -> Event | None:
         """Queue `event` and wait until it is appended; None if that took over `timeout`."""
         self._start()
         item = _Item(self._stamped(event), threading.Event())
-        self._queue.put(item)
+        self._put(item)
         assert item.done is not None
         return item.appended if item.done.wait(timeout) else None
+
+    def _put(self, item: _Item) -> None:
+        event = item.event
+        assert event is not None
+        with self._room:
+            if self._size >= self.capacity:
+                if event.kind is EventKind.REPORT and item.done is None:
+                    if self._held.pop(event.agent_id, None) is not None:
+                        self._coalesced += 1
+                    elif not self._held and not self._coalesced:
+                        logger.warning(
+                            "event log behind: %d events waiting; coalescing status reports "
+                            "(each run's newest is kept)",
+                            self._size,
+                        )
+                    self._held[event.agent_id] = event
+                    return
+                if not _on_event_loop():
+                    self._room.wait_for(lambda: self._size < self.capacity)
+            held = self._held.pop(event.agent_id, None)
+            if held is not None:  # the run's held report goes first, in order
+                self._size += 1
+                self._queue.put(_Item(held, None))
+            self._size += 1
+            self._queue.put(item)
+
+    def _freed(self, count: int) -> None:
+        """`count` queued events were appended: room for held reports, and for waiters."""
+        with self._room:
+            self._size -= count
+            while self._held and self._size < self.capacity:
+                _, held = self._held.popitem()
+                self._size += 1
+                self._queue.put(_Item(held, None))
+            if not self._held and self._coalesced:
+                logger.warning(
+                    "event log caught up: %d status reports were coalesced", self._coalesced
+                )
+                self._coalesced = 0
+            self._room.notify_all()
 
     def record(self, event: Event, timeout: float) -> Event:
         """Append `event` after every event submitted before it, and wait for it; when that
@@ -99,19 +157,23 @@ class EventAppender:
         assert item.done is not None
         return item.done.wait(timeout)
 
-    def start_journal(self, agent_id: uuid.UUID, task: str | None = None) -> Journal:
+    def start_journal(
+        self, agent_id: uuid.UUID, task: str | None = None, owner: str | None = None
+    ) -> Journal:
         """Keep the events of `agent_id` appended from now on; returns the journal.
 
         Args:
             agent_id: the run.
             task: its task name, given to its events that do not name one (status reports),
                 so that watchers can filter them by task.
+            owner: its owner, given to its events likewise, so that watchers scoped to an
+                owner see them.
         """
         journal: Journal = deque(maxlen=_JOURNAL_LIMIT)
         with self._lock:
             self._journals[agent_id] = journal
-            if task is not None:
-                self._tasks[agent_id] = task
+            if task is not None or owner is not None:
+                self._runs[agent_id] = (task, owner)
         return journal
 
     def end_journal(self, agent_id: uuid.UUID, journal: Journal | None = None) -> list[Event]:
@@ -126,13 +188,18 @@ class EventAppender:
             current = self._journals.get(agent_id)
             if journal is None or current is journal:
                 self._journals.pop(agent_id, None)
-                self._tasks.pop(agent_id, None)
+                self._runs.pop(agent_id, None)
                 journal = current
         return list(journal or ())
 
     def _stamped(self, event: Event) -> Event:
-        task = self._tasks.get(event.agent_id) if event.task is None else None
-        return event if task is None else dataclasses.replace(event, task=task)
+        run = self._runs.get(event.agent_id)
+        if run is None:
+            return event
+        task, owner = run
+        if (event.task is None and task is not None) or (event.owner is None and owner):
+            return dataclasses.replace(event, task=event.task or task, owner=event.owner or owner)
+        return event
 
     def stop(self, timeout: float = 10.0) -> None:
         """Append what is queued (while Redis answers), then end the thread."""
@@ -198,6 +265,7 @@ class EventAppender:
                 )
             self._record(batch, appended)
             break
+        self._freed(sum(item.event is not None for item in batch))
         for item in batch:
             if item.done is not None:
                 item.done.set()
@@ -214,3 +282,12 @@ class EventAppender:
                     journal.append(event)
             if appended:
                 self._last_seq = max(self._last_seq, appended[-1].seq or 0)
+
+
+def _on_event_loop() -> bool:
+    """Whether the calling thread is running an event loop (which must never wait)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

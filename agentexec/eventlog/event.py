@@ -37,6 +37,8 @@ class Event:
     task: str | None = None
     #: The worker's node name, for events recorded by a worker.
     worker: str | None = None
+    #: Whom the run belongs to (`ax.enqueue(..., owner=...)`), where the event's maker knows.
+    owner: str | None = None
     at: datetime = dataclasses.field(default_factory=utcnow)
     #: Position in the log; None until the event is appended.
     seq: int | None = None
@@ -66,6 +68,8 @@ class Event:
             event["task"] = self.task
         if self.worker is not None:
             event["worker"] = self.worker
+        if self.owner is not None:
+            event["owner"] = self.owner
         return {_FIELD: json.dumps(event, ensure_ascii=False)}
 
     @classmethod
@@ -87,15 +91,38 @@ class Event:
                 kind=EventKind(f.get("kind", EventKind.REPORT.value)),
                 task=f.get("task"),
                 worker=f.get("worker"),
+                owner=f.get("owner"),
                 at=datetime.fromtimestamp(float(f["at"]), UTC),
                 seq=seq,
             )
-        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError, OSError) as exc:
             raise ValueError(f"malformed event {fields!r}: {exc!r}") from exc
 
     def appended(self, seq: int) -> Event:
         """This event at position `seq` of the log."""
         return dataclasses.replace(self, seq=seq)
+
+
+def printable(text: str) -> str:
+    """`text` without control characters: line breaks, tabs and other spaces become spaces."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " for c in text if c.isprintable() or c.isspace())
+
+
+def clean_message(text: str, limit: int) -> str:
+    """`text` as a log line: control characters removed (line breaks and tabs become
+    spaces), and at most `limit` bytes of UTF-8, cut with a marker saying how much is left
+    out. For text that agents and callers give (status reports, errors, cancel reasons),
+    which terminals, dashboards and log files show."""
+    text = printable(text)
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    marker = " … [{} more bytes cut]"
+    room = limit - len(marker.format(len(encoded)).encode())
+    head = encoded[: max(0, room)].decode(errors="ignore")
+    return head + marker.format(len(encoded) - len(head.encode()))
 
 
 def seq_of(entry_id: bytes | str) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -37,8 +38,8 @@ logger = logging.getLogger(__name__)
 _BLOCK_MS = 1_000
 #: Events a watcher may have waiting before it is dropped (and catches up from the log).
 MAX_QUEUED = 10_000
-#: Agents whose task name the hub remembers, for filters on events that do not carry it.
-_TASK_NAMES = 100_000
+#: Runs whose task and owner the hub remembers, for filters on events that do not carry them.
+_REMEMBERED = 100_000
 #: Seconds a read of the projection's position is reused.
 _PROJECTED_TTL = 0.2
 #: Sent to a watcher's queue when it has fallen too far behind.
@@ -93,7 +94,7 @@ class EventHub:
         #: Where the follow stands; None while nobody watches.
         self._cursor: Cursor | None = None
         self._starting = asyncio.Lock()
-        self._task_names: OrderedDict[uuid.UUID, str] = OrderedDict()
+        self._runs: OrderedDict[uuid.UUID, tuple[str | None, str | None]] = OrderedDict()
         self._projected: tuple[float, int | None] | None = None
         self._reading_projected: asyncio.Future[int | None] | None = None
 
@@ -135,16 +136,25 @@ class EventHub:
             if not subscriptions:
                 del self._by_agent[subscription.agent_id]
 
-    def task_name(self, event: Event) -> str | None:
-        """The task of `event`'s run, from the event or from earlier events of the run."""
-        return event.task or self._task_names.get(event.agent_id)
+    def named(self, event: Event) -> Event:
+        """`event` with its run's task and owner, from earlier events of the run (or the
+        database) where it came without them."""
+        if event.task is not None and event.owner is not None:
+            return event
+        task, owner = self._runs.get(event.agent_id, (None, None))
+        if (event.task or task) == event.task and (event.owner or owner) == event.owner:
+            return event
+        return dataclasses.replace(event, task=event.task or task, owner=event.owner or owner)
 
-    def remember_task(self, agent_id: uuid.UUID, task: str) -> None:
-        """Note the task of a run (learned from the database), for events without it."""
-        self._task_names[agent_id] = task
-        self._task_names.move_to_end(agent_id)
-        if len(self._task_names) > _TASK_NAMES:
-            self._task_names.popitem(last=False)
+    def remember(self, event: Event) -> None:
+        """Note the task and owner of `event`'s run, for its events that come without them."""
+        if event.task is None and event.owner is None:
+            return
+        task, owner = self._runs.get(event.agent_id, (None, None))
+        self._runs[event.agent_id] = (event.task or task, event.owner or owner)
+        self._runs.move_to_end(event.agent_id)
+        if len(self._runs) > _REMEMBERED:
+            self._runs.popitem(last=False)
 
     async def projected(self) -> int | None:
         """A position up to which the SQL projection has applied the log; None without one.
@@ -170,14 +180,21 @@ class EventHub:
         return applied_through(await self.client.eval(PROJECTED, 1, self.key, PROJECTOR_GROUP))
 
     async def read_range(self, after: int, upto: int) -> list[Event]:
-        """The events after position `after` up to `upto` included, oldest first."""
-        events: list[Event] = []
+        """The events after position `after` up to `upto` included, oldest first (for a
+        short range: `pages` reads a long one)."""
+        return [event async for page in self.pages(after, upto) for event in page]
+
+    async def pages(self, after: int, upto: int) -> AsyncIterator[list[Event]]:
+        """The events after position `after` up to `upto` included, oldest first, one page
+        (`reading.PAGE` entries) at a time: memory does not grow with the range."""
         cursor = Cursor(self.key, after)
         while True:
             entries: Any = await self.client.xrange(**cursor.xrange(upto))
-            events += cursor.take(entries)
+            events = cursor.take(entries)
+            if events:
+                yield events
             if len(entries) < PAGE:
-                return events
+                return
 
     async def first_position(self) -> int | None:
         """Position of the oldest event the log still holds; None when it is empty."""
@@ -216,8 +233,7 @@ class EventHub:
         self._cursor = None
 
     def _dispatch(self, event: Event) -> None:
-        if event.task is not None:
-            self.remember_task(event.agent_id, event.task)
+        self.remember(event)
         dropped = [s for s in self._by_agent.get(event.agent_id, ()) if not s.put(event)]
         dropped += [
             s for s in self._all if (s.match is None or s.match(event)) and not s.put(event)

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Message header that marks an agent task, for workers that do not know the task.
 AGENT_HEADER = "agentexec"
+#: Message header with the run's owner, when it has one.
+OWNER_HEADER = "agentexec_owner"
 #: The attribute that marks a task class as an agent task (`AgentTask` sets it).
 AGENT_MARK = "agentexec_agent"
 
@@ -83,6 +85,7 @@ class QueuedRecorder:
             f"Retry {retries} queued" if retries else "Task queued",
             kind=EventKind.RETRY if retries else EventKind.QUEUED,
             task=str(sender),
+            owner=headers.get(OWNER_HEADER),
         )
         headers[EVENT_HEADER] = {"key": get_runtime().events.key, "fields": event.fields()}
 

@@ -27,9 +27,10 @@ from agentexec.exceptions import (
     UnknownTaskError,
     describe,
 )
-from agentexec.ids import parse_agent_id
+from agentexec.ids import parse_agent_id, parse_owner
 from agentexec.runtime import get_runtime
 from agentexec.tasks.app import app as default_app
+from agentexec.tasks.queued import OWNER_HEADER
 from agentexec.tasks.queues import Priority, queue_name
 from agentexec.tasks.results import get_result
 
@@ -89,23 +90,32 @@ class AgentTask(Task[Any, Any]):
         shadow: str | None = None,
         *,
         priority: Priority | str | int | None = None,
+        owner: str | None = None,
         **options: Any,
     ) -> AgentResult:
         """Validate the context, record the run as QUEUED, pick the queue and publish.
 
         Args:
             args: `(context,)`, where the context is a model or a dict.
-            kwargs: `{"context": context}`, as an alternative to `args`.
+            kwargs: `{"context": context}`, as an alternative to `args`; an `owner` here is
+                the run's owner (`task.delay(context, owner="acme")`).
             task_id: the agent id; a new UUID when omitted.
             priority: `Priority.HIGH` or `Priority.LOW` (the default) picks the queue; an int
                 is passed on to Celery as a message priority.
+            owner: whom the run belongs to: reads through a router scoped by owner see only
+                their own runs.
             options: anything else `Task.apply_async` takes.
 
         Raises:
             InvalidContextError: the context does not validate. Nothing is sent.
+            InvalidRequestError: the owner is not a string of 1 to 255 printable characters.
             ActivityStoreError: the activity database is misconfigured. Nothing is sent.
             BrokerUnavailableError: the broker did not take the run. Nothing is recorded.
         """
+        kwargs = dict(kwargs or {})
+        owner = parse_owner(kwargs.pop("owner", owner))
+        if owner is not None:
+            options["headers"] = {**(options.get("headers") or {}), OWNER_HEADER: owner}
         context = validate_for(self, args, kwargs)
         payload = context.model_dump(mode="json")
         encoded, limit = to_json(payload), get_settings().max_context_bytes

@@ -1,48 +1,46 @@
 """The web router: agentexec's REST API, live event streams and dashboard, for any FastAPI app.
 
 ```python
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 import agentexec.web
 
 app = FastAPI()
-app.include_router(agentexec.web.create_router(auth=verify_token), prefix="/agentexec")
+app.include_router(
+    agentexec.web.create_router(auth=verify_token, owner=current_user), prefix="/agentexec"
+)
 # /agentexec/agents, /agentexec/agents/dashboard, ...
 ```
+
+Secure by default: without `auth` it refuses to be built, `auth` guards every endpoint
+(reads, streams and the WebSocket included), and with `owner` every run is seen only by its
+owner. See `create_router`.
 """
 
-import asyncio
 import contextlib
-import uuid
+import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, WebSocket
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, WebSocket
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
-from agentexec.client import activity
 from agentexec.client.cancel import cancel
 from agentexec.client.enqueue import enqueue
-from agentexec.client.schemas import ActivityDetail
 from agentexec.client.watching import ended, watch, watch_all
-from agentexec.exceptions import (
-    ActivityStoreError,
-    InvalidAgentIdError,
-    InvalidContextError,
-    TaskCanceledError,
-    TaskError,
-    UnknownTaskError,
-)
-from agentexec.ids import parse_agent_id
-from agentexec.runtime import freeze_startup_objects, get_runtime
+from agentexec.config import get_settings
+from agentexec.exceptions import InvalidRequestError, TaskCanceledError, TaskError
+from agentexec.ids import parse_agent_id, parse_owner
+from agentexec.runtime import freeze_startup_objects
 from agentexec.states import Status
 from agentexec.tasks.queues import Priority
 from agentexec.tasks.results import get_result
 from agentexec.tasks.task import get_agent_task
-from agentexec.web.dashboard import page as dashboard_page
+from agentexec.web import reads
+from agentexec.web.dashboard import DashboardRoute, dashboard_response
+from agentexec.web.guard import CountedStream, GuardedRoute, StreamSlots, read_body, same_site
 from agentexec.web.models import (
     AgentDetail,
     AgentEvent,
@@ -56,21 +54,30 @@ from agentexec.web.models import (
 )
 from agentexec.web.streams import sse, websocket_send
 
+logger = logging.getLogger(__name__)
+
 #: Longest `timeout` the result endpoint accepts, in seconds (the default of `max_timeout`).
 MAX_RESULT_TIMEOUT = 300.0
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "No run has this id"}
+    404: {"model": ErrorBody, "description": "No run has this id (or it is another owner's)"}
 }
-_SSE: dict[str, Any] = {
-    "content": {"text/event-stream": {"schema": AgentEvent.model_json_schema()}},
-    "description": (
-        "Server-sent events: one `data:` line per change (an AgentEvent as JSON), with its "
-        "position as `id:`. Reconnecting with `Last-Event-ID` resumes after that position."
-    ),
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "Redis or the database is away (`Retry-After`)"}
+}
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": AgentEvent.model_json_schema()}},
+        "description": (
+            "Server-sent events: one `data:` line per change (an AgentEvent as JSON), with its "
+            "position as `id:`. Reconnecting with `Last-Event-ID` resumes after that position."
+        ),
+    },
+    503: {"model": ErrorBody, "description": "Too many event streams (`Retry-After`)"},
 }
 
 Dependency = Callable[..., Any] | DependsParam
+_warned_anonymous = False
 
 
 @contextlib.asynccontextmanager
@@ -85,65 +92,99 @@ def create_router(
     *,
     auth: Dependency | None = None,
     read_auth: Dependency | None = None,
+    owner: Dependency | None = None,
+    allow_anonymous: bool = False,
+    trusted_origins: list[str] | None = None,
     max_timeout: float = MAX_RESULT_TIMEOUT,
     tags: list[str] | None = None,
 ) -> APIRouter:
     """A router with agentexec's endpoints under `/agents`; mount it with any prefix.
 
     Args:
-        auth: a dependency guarding the endpoints that change something (enqueue, cancel),
-            such as a function checking an `HTTPBearer` token. It raises (401, 403) to refuse.
-        read_auth: a dependency guarding everything else: reads, event streams, the
-            WebSocket and the dashboard. To guard the WebSocket too, it must take an
-            `HTTPConnection` (or nothing) rather than a `Request`. Browsers cannot put headers
-            on an EventSource or a WebSocket: use a cookie, or leave reads open.
+        auth: a FastAPI dependency guarding every endpoint: reads, writes, the event streams,
+            the WebSocket and the dashboard's data, such as a function checking an
+            `HTTPBearer` token. It raises (401, 403) to refuse.
+        read_auth: guards the reads (lists, details, results, streams, the WebSocket, the
+            dashboard) instead of `auth`, when given: to relax them, say so here.
+        owner: a dependency returning the caller's owner (a user or tenant id): every read,
+            stream, result and cancel then sees only that owner's runs (another owner's run
+            answers 404, as an unknown one does), and a run enqueued here is the caller's.
+        allow_anonymous: build the router without `auth`: every run is open to anyone who
+            reaches it. A warning says so once per process.
+        trusted_origins: origins (`https://app.example.com`) besides the router's own whose
+            pages may send state-changing requests without a bearer token (cookie auth).
         max_timeout: longest `timeout` of the result endpoint, in seconds.
         tags: OpenAPI tags of the endpoints (default `["agentexec"]`).
+
+    Raises:
+        ValueError: neither `auth` nor `allow_anonymous=True` was given.
     """
+    if auth is None and not allow_anonymous:
+        raise ValueError(
+            "create_router() serves every run to whoever reaches it without auth: pass "
+            "auth=<a FastAPI dependency that refuses unknown callers>, or allow_anonymous=True "
+            "to serve it open on purpose"
+        )
+    if auth is None:
+        _warn_anonymous()
     write = [_depends(auth)] if auth is not None else []
-    read = [_depends(read_auth)] if read_auth is not None else []
-    router = APIRouter(prefix="/agents", tags=list(tags or ["agentexec"]), lifespan=_lifespan)
+    write.append(Depends(same_site(frozenset(trusted_origins or ()))))
+    reader = read_auth if read_auth is not None else auth
+    read = [_depends(reader)] if reader is not None else []
+    caller = _caller(owner)
+    scoped = owner is not None
+    settings = get_settings()
+    slots = StreamSlots(settings.max_streams, settings.max_streams_per_owner)
+    Owner = Annotated[str | None, Depends(caller)]
+    router = APIRouter(
+        prefix="/agents",
+        tags=list(tags or ["agentexec"]),
+        lifespan=_lifespan,
+        route_class=GuardedRoute,
+        responses=_UNAVAILABLE,
+    )
 
     @router.get("", response_model=AgentPage, dependencies=read, summary="List runs")
     def list_agents(
+        who: Owner,
         page: Annotated[int, Query(ge=1)] = 1,
-        page_size: Annotated[int, Query(ge=1, le=500)] = 20,
+        page_size: Annotated[int, Query(ge=1, le=settings.max_page_size)] = 20,
         status: Status | None = None,
         task: str | None = None,
     ) -> AgentPage:
         """Runs, newest first, optionally only those with a status or of a task."""
-        with Session(get_runtime().engine) as session:
-            result = activity.list(
-                session, page=page, page_size=page_size, status=status, agent_type=task
-            )
-        return AgentPage.model_validate(result)
+        return AgentPage.model_validate(reads.page(page, page_size, status, task, who))
 
     @router.get(
-        "/events",
-        dependencies=read,
-        response_class=StreamingResponse,
-        responses={200: _SSE},
+        "/events", dependencies=read, response_class=StreamingResponse, responses=_SSE,
         summary="Events of every run (SSE)",
-    )
+    )  # fmt: skip
     async def all_events(
+        who: Owner,
         status: Annotated[list[Status] | None, Query()] = None,
         task: Annotated[list[str] | None, Query()] = None,
-        after: int | None = None,
+        after: Annotated[int | None, Query(ge=1)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> StreamingResponse:
+    ) -> Response:
         """The state of each active run (QUEUED or RUNNING, or with `status`), then every change.
 
         Filter by `status` and `task` (each may repeat). Resume with `Last-Event-ID` (or
         `after`): every change after that position, and no state first.
         """
         position = _position(last_event_id, after)
-        events = watch_all(status=status, task=task, after=position)
-        return _event_stream(sse(events, ids_for_snapshots=False))
+        release = slots.acquire(who, scoped)
+        events = watch_all(status=status, task=task, after=position, owner=who)
+        return _event_stream(sse(events, ids_for_snapshots=False), release)
 
-    @router.get("/dashboard", dependencies=read, response_class=HTMLResponse, summary="Dashboard")
-    def dashboard() -> HTMLResponse:
-        """A live page of the runs: progress bars, logs, results, cancel buttons."""
-        return HTMLResponse(dashboard_page())
+    def dashboard() -> Response:
+        """A live page of the runs: progress bars, logs, results, cancel buttons. Without
+        credentials the same page answers 401 and asks for a token: it holds no data."""
+        return dashboard_response(200)
+
+    router.add_api_route(
+        "/dashboard", dashboard, methods=["GET"], dependencies=read, summary="Dashboard",
+        response_class=HTMLResponse, route_class_override=DashboardRoute,
+    )  # fmt: skip
 
     @router.post(
         "/tasks/{task_name}",
@@ -153,40 +194,42 @@ def create_router(
         summary="Enqueue a run",
         responses={
             404: {"model": ErrorBody, "description": "No agent task has this name"},
+            413: {"model": ErrorBody, "description": "The body is over the context limit"},
             422: {"model": ValidationErrorBody, "description": "The context does not validate"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "The task's context model, as JSON",
+            }
         },
     )
     async def enqueue_task(
-        task_name: str,
-        context: Annotated[dict[str, Any], Body(description="The task's context model")],
-        priority: Priority = Priority.LOW,
+        task_name: str, request: Request, who: Owner, priority: Priority = Priority.LOW
     ) -> Enqueued:
         """Validate the body against the task's context model and queue a run."""
+        task = get_agent_task(task_name)
+        body = await read_body(request, settings.max_context_bytes)
         try:
-            task = get_agent_task(task_name)
-        except UnknownTaskError as exc:
-            raise HTTPException(404, str(exc)) from None
+            context = json.loads(body or b"null")
+        except ValueError as exc:
+            raise HTTPException(422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}"}]) from None
         try:
             model = task.context_type.model_validate(context)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False)
             raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from None
-        try:
-            queued = await enqueue(task_name, model, priority=priority)
-        except InvalidContextError as exc:
-            raise HTTPException(422, [{"loc": ["body"], "msg": exc.detail}]) from None
+        queued = await enqueue(task_name, model, priority=priority, owner=who)
         return Enqueued(agent_id=queued.agent_id, task=task_name, priority=priority.value)
 
     @router.get(
-        "/{agent_id}",
-        response_model=AgentDetail,
-        dependencies=read,
-        responses=_NOT_FOUND,
+        "/{agent_id}", response_model=AgentDetail, dependencies=read, responses=_NOT_FOUND,
         summary="A run with its log",
-    )
-    def agent_detail(agent_id: str) -> AgentDetail:
+    )  # fmt: skip
+    def agent_detail(agent_id: str, who: Owner) -> AgentDetail:
         """A run, with its whole log, oldest entry first."""
-        return AgentDetail.model_validate(_detail_or_404(agent_id))
+        return AgentDetail.model_validate(reads.detail_or_404(agent_id, who))
 
     @router.get(
         "/{agent_id}/result",
@@ -201,10 +244,10 @@ def create_router(
         },
     )
     async def agent_result(
-        agent_id: str, timeout: Annotated[float, Query(gt=0, le=max_timeout)] = 30.0
+        agent_id: str, who: Owner, timeout: Annotated[float, Query(gt=0, le=max_timeout)] = 30.0
     ) -> Any:
         """The run's return value, waiting up to `timeout` seconds for it to finish."""
-        key = await _known(agent_id)
+        key = await reads.known(agent_id, who, scoped)
         try:
             result = await get_result(key, timeout=timeout)
         except TimeoutError:
@@ -222,16 +265,13 @@ def create_router(
         response_model=Canceled,
         dependencies=write,
         summary="Cancel a run",
-        responses={
-            **_NOT_FOUND,
-            409: {"model": ErrorBody, "description": "The run has already ended"},
-        },
+        responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "It has ended"}},
     )
-    async def cancel_agent(agent_id: str) -> Canceled:
+    async def cancel_agent(agent_id: str, who: Owner) -> Canceled:
         """Cancel a queued or running run: it ends CANCELED."""
         try:
             key = parse_agent_id(agent_id)
-            canceled = await cancel(key)
+            canceled = await cancel(key, owner=who)
         except KeyError:
             raise HTTPException(404, f"no run has the id {agent_id!r}") from None
         if not canceled:
@@ -239,15 +279,14 @@ def create_router(
         return Canceled(agent_id=key)
 
     @router.get(
-        "/{agent_id}/events",
-        dependencies=read,
-        response_class=StreamingResponse,
-        responses={200: _SSE, 204: {"description": "It ended at `Last-Event-ID`"}, **_NOT_FOUND},
+        "/{agent_id}/events", dependencies=read, response_class=StreamingResponse,
+        responses={**_SSE, 204: {"description": "It ended at `Last-Event-ID`"}, **_NOT_FOUND},
         summary="Events of one run (SSE)",
-    )
+    )  # fmt: skip
     async def agent_events(
         agent_id: str,
-        after: int | None = None,
+        who: Owner,
+        after: Annotated[int | None, Query(ge=1)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Response:
         """The run's state, then each change until it ends.
@@ -256,30 +295,48 @@ def create_router(
         run ended there, the answer is 204, which tells an EventSource to stop reconnecting.
         """
         position = _position(last_event_id, after)
+        release = slots.acquire(who, scoped)
         try:
             key = parse_agent_id(agent_id)
+            events = watch(key, after=position, owner=who)
             if position is not None and await ended(key, position):
+                release()
                 return Response(status_code=204)
-            events = watch(key, after=position)
             first = await anext(events) if position is None else None
         except KeyError:
+            release()
             raise HTTPException(404, f"no run has the id {agent_id!r}") from None
-        return _event_stream(sse(events, first))
+        except BaseException:
+            release()
+            raise
+        return _event_stream(sse(events, first), release)
 
     @router.websocket("/{agent_id}/ws", dependencies=read)
     async def agent_websocket(
-        websocket: WebSocket, agent_id: str, after: int | None = None
+        websocket: WebSocket, agent_id: str, who: Owner, after: str | None = None
     ) -> None:
         """The events of `/{agent_id}/events`, one JSON message each; closes after the end.
 
-        An unknown id closes the socket with code 4404.
+        An unknown id closes the socket with code 4404, a bad `after` with 1008, and too many
+        streams with 1013 (try again later).
         """
         await websocket.accept()
         try:
+            position = _after(after)
+        except InvalidRequestError as exc:
+            await websocket.close(code=1008, reason=str(exc)[:120])
+            return
+        try:
+            release = slots.acquire(who, scoped)
+        except HTTPException:
+            await websocket.close(code=1013, reason="too many event streams")
+            return
+        try:
             key = parse_agent_id(agent_id)
-            events = watch(key, after=after)
-            first = await anext(events) if after is None else None
+            events = watch(key, after=position, owner=who)
+            first = await anext(events) if position is None else None
         except (KeyError, StopAsyncIteration):
+            release()
             await websocket.close(code=4404, reason="no run has this id")
             return
 
@@ -289,49 +346,70 @@ def create_router(
             async for event in events:
                 yield event
 
-        await websocket_send(websocket, with_first())
+        try:
+            await websocket_send(websocket, with_first())
+        finally:
+            release()
 
     return router
+
+
+def _warn_anonymous() -> None:
+    global _warned_anonymous
+    if not _warned_anonymous:
+        _warned_anonymous = True
+        logger.warning(
+            "agentexec.web.create_router(allow_anonymous=True): every run, its results and its "
+            "events are open to anyone who can reach this app"
+        )
+
+
+def _caller(owner: Dependency | None) -> Callable[..., Any]:
+    """The dependency giving the caller's owner (None when the router is not scoped)."""
+    if owner is None:
+
+        def nobody() -> str | None:
+            return None
+
+        return nobody
+    dependency = owner.dependency if isinstance(owner, DependsParam) else owner
+
+    def scoped(who: Annotated[Any, Depends(dependency)]) -> str | None:
+        if who is None:
+            raise HTTPException(403, "this caller has no owner, so it sees no runs")
+        try:
+            return parse_owner(str(who))
+        except InvalidRequestError as exc:
+            raise HTTPException(403, str(exc)) from None
+
+    return scoped
 
 
 def _depends(dependency: Dependency) -> Any:
     return dependency if isinstance(dependency, DependsParam) else Depends(dependency)
 
 
+def _after(value: str | None) -> int | None:
+    """A position from the WebSocket's `after`, or InvalidRequestError."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequestError(
+            f"after must be an event position (an integer > 0), got {value!r}"
+        )
+    return int(value)
+
+
 def _position(last_event_id: str | None, after: int | None) -> int | None:
     if last_event_id is None or not last_event_id.strip():
         return after
     try:
-        return int(last_event_id)
-    except ValueError:
-        detail = f"Last-Event-ID must be an event position, got {last_event_id!r}"
+        return _after(last_event_id.strip())
+    except InvalidRequestError:
+        detail = f"Last-Event-ID must be an event position, got {last_event_id!r}"[:200]
         raise HTTPException(422, detail) from None
 
 
-def _event_stream(body: Any) -> StreamingResponse:
+def _event_stream(body: Any, release: Callable[[], None]) -> CountedStream:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
-
-
-def _detail_or_404(agent_id: str) -> ActivityDetail:
-    with Session(get_runtime().engine) as session:
-        detail = activity.detail(session, agent_id)
-    if detail is None:
-        raise HTTPException(404, f"no run has the id {agent_id!r}")
-    return detail
-
-
-async def _known(agent_id: str) -> uuid.UUID:
-    """The id of a run the activity database knows; 404 otherwise.
-
-    While the database cannot answer, the result backend decides (`get_result`).
-    """
-    try:
-        key = parse_agent_id(agent_id)
-    except InvalidAgentIdError:
-        raise HTTPException(404, f"no run has the id {agent_id!r}") from None
-    try:
-        await asyncio.to_thread(_detail_or_404, str(key))
-    except (SQLAlchemyError, ActivityStoreError):
-        pass
-    return key
+    return CountedStream(body, release, media_type="text/event-stream", headers=headers)

@@ -5,8 +5,8 @@
   run: its worker died that many times with it (a poison agent), so it ends ERROR
   "worker lost N times" and its message is acknowledged. A delivery of a run that has already
   finished is acknowledged unrun.
-- **Workers alive.** A worker is alive while its heartbeat (`agentexec.worker.heartbeat`) is
-  fresh: within three heartbeat intervals.
+- A delivery of a run that still runs on another live worker (`tasks.presence.live_workers`)
+  waits for it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 import redis
 from celery import Celery, states
 
-from agentexec.config import Settings, get_settings
+from agentexec.config import get_settings
 from agentexec.runtime import get_runtime
+from agentexec.tasks.presence import live_workers
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +147,3 @@ def has_finished(app: Celery, agent_id: str) -> bool:
         return app.backend.get_state(agent_id) in states.READY_STATES
     except Exception:  # the backend cannot say: run it, at-least-once
         return False
-
-
-# Workers alive
-
-
-def live_workers(client: redis.Redis, settings: Settings) -> list[str]:
-    """Workers that beat within three heartbeat intervals."""
-    horizon = time.time() - 3 * settings.heartbeat_every
-    beats: dict[bytes, bytes] = client.hgetall(settings.keys.workers)  # type: ignore[assignment]
-    return [host.decode() for host, at in beats.items() if float(at) >= horizon]

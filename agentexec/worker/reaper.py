@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,55 +26,24 @@ from celery import Celery, states
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agentexec.config import Settings, get_settings
+from agentexec.config import get_settings
 from agentexec.db.models import Activity
 from agentexec.eventlog.event import Event, seq_of
 from agentexec.exceptions import describe
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
-from agentexec.worker.delivery import events_client, has_finished, live_workers
+from agentexec.tasks.presence import final_results, message_copies, pending_ids
+from agentexec.worker.delivery import events_client, has_finished
 from agentexec.worker.recording import TASK_COMPLETED
 
 logger = logging.getLogger(__name__)
 
-#: The task id in a message as kombu stores it on a queue or in the unacked hash.
-_MESSAGE_ID = re.compile(rb'"id": "([0-9a-fA-F-]{36})"')
-#: kombu's separator between a queue's name and its priority step, and the steps.
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 #: Rows the reaper looks at per sweep, oldest first.
 _SWEEP_LIMIT = 5_000
 #: Why the reaper ended a run, or put its message back.
 WORKER_LOST = "worker lost"
 MESSAGE_LOST = "message lost (broker restarted without persistence?)"
 MESSAGE_PUT_BACK = "Message put back on its queue (its worker died while taking it)"
-
-
-def pending_ids(client: redis.Redis, settings: Settings) -> set[str]:
-    """Ids of every run whose message is on a queue, unacknowledged, or held by a live worker."""
-    found: set[str] = set()
-    for queue in (settings.high_queue, settings.low_queue):
-        for name in (queue, *(f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)):
-            start = 0
-            while True:
-                chunk: list[bytes] = client.lrange(name, start, start + 999)  # type: ignore[assignment]
-                found.update(_ids_in(chunk))
-                if len(chunk) < 1000:
-                    break
-                start += 1000
-    unacked: list[bytes] = client.hvals(settings.keys.unacked)  # type: ignore[assignment]
-    found.update(_ids_in(unacked))
-    for host in live_workers(client, settings):
-        members: set[bytes] = client.smembers(settings.keys.held(host))  # type: ignore[assignment]
-        found.update(m.decode() for m in members)
-    return found
-
-
-def _ids_in(messages: Iterable[bytes]) -> Iterable[str]:
-    for raw in messages:
-        match = _MESSAGE_ID.search(raw)
-        if match:
-            yield match.group(1).decode().lower()
 
 
 class Reaper:
@@ -155,7 +122,7 @@ class Reaper:
         if not ids:
             return []
         runtime = get_runtime()
-        copies = _copies(events_client(), set(ids) - set(finals))
+        copies = message_copies(events_client(), set(ids) - set(finals))
         events = []
         for agent_id in ids:
             status, task = missing[agent_id]
@@ -211,28 +178,6 @@ def _log_end(client: redis.Redis) -> int:
     return seq_of(newest[0][0]) if newest else 0
 
 
-def final_results(app: Celery, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The stored results (Celery's task meta) of those of `ids` that have finished.
-
-    One MGET on a Redis result backend; nothing when the backend cannot say.
-    """
-    backend = app.backend
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        if hasattr(backend, "mget") and hasattr(backend, "get_key_for_task"):
-            raw = backend.mget([backend.get_key_for_task(i) for i in ids]) if ids else []
-            metas = [(i, backend.decode_result(r)) for i, r in zip(ids, raw, strict=True) if r]
-        else:
-            metas = [(i, backend.get_task_meta(i)) for i in ids]
-    except Exception:  # the backend cannot say: heal nothing this sweep
-        logger.warning("reaper: result backend unreadable", exc_info=True)
-        return found
-    for agent_id, meta in metas:
-        if meta.get("status") in states.READY_STATES:
-            found[agent_id] = meta
-    return found
-
-
 def _final_event(agent_id: uuid.UUID, meta: dict[str, Any], task: str) -> Event:
     """The terminal event that a stored result stands for."""
     state = meta.get("status")
@@ -244,13 +189,3 @@ def _final_event(agent_id: uuid.UUID, meta: dict[str, Any], task: str) -> Event:
     result = meta.get("result")
     reason = describe(result) if isinstance(result, BaseException) else str(result or state)
     return Event(agent_id, Status.ERROR, reason, kind=EventKind.ERROR, task=task)
-
-
-def _copies(client: redis.Redis, ids: set[str]) -> dict[str, bytes]:
-    """The kept copies (`queue\nmessage`) of the messages of runs `ids`."""
-    found: dict[str, bytes] = {}
-    for _tag, value in client.hscan_iter(get_settings().keys.messages, count=1000):
-        match = _MESSAGE_ID.search(value)
-        if match and (agent_id := match.group(1).decode().lower()) in ids:
-            found[agent_id] = value
-    return found

@@ -15,8 +15,9 @@ import logging
 import uuid
 from typing import Any
 
+from agentexec.config import get_settings
 from agentexec.eventlog.appender import Journal
-from agentexec.eventlog.event import Event
+from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import ActivityStoreError, describe
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
@@ -46,7 +47,7 @@ def record_end(
     event = Event(
         agent_id,
         status,
-        message,
+        clean_message(message, get_settings().max_message_bytes),
         percentage,
         kind=KIND_OF_STATUS[status],
         task=task,

@@ -31,7 +31,7 @@ from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
 from agentexec.tasks import revoked
-from agentexec.tasks.queued import AGENT_HEADER, is_agent_task
+from agentexec.tasks.queued import AGENT_HEADER, OWNER_HEADER, is_agent_task
 from agentexec.worker import delivery
 from agentexec.worker.process import AgentWorker
 from agentexec.worker.recording import TASK_COMPLETED, record_end, was_recorded
@@ -97,7 +97,8 @@ class WorkerSignals:
         else:
             message = "Task started"
         appender = get_runtime().appender
-        request.agentexec_journal = appender.start_journal(agent_id, sender.name)
+        owner = getattr(request, OWNER_HEADER, None)
+        request.agentexec_journal = appender.start_journal(agent_id, sender.name, owner)
         appender.submit(
             Event(
                 agent_id,
@@ -107,6 +108,7 @@ class WorkerSignals:
                 kind=EventKind.STARTED,
                 task=sender.name,
                 worker=request.hostname,
+                owner=owner,
             )
         )
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import httpx
 import pytest
+import userapp.worker  # noqa: F401
 import uvicorn
 from fastapi import FastAPI, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,13 +20,9 @@ import agentexec as ax
 import agentexec.web
 from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
+from tests.apps import APP_DIR, APP_ENV
 
-APP_DIR = Path(__file__).parents[1] / "apps" / "plainapp"
-sys.path.insert(0, str(APP_DIR))
-import userapp.worker  # noqa: E402, F401
-
-APP_ENV = {"PYTHONPATH": str(APP_DIR)}
-TOKEN = "s3cret"
+TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 bearer = HTTPBearer()
@@ -56,7 +51,10 @@ def make_app() -> FastAPI:
 @dataclass
 class Served:
     url: str
+    #: Sends the token with every request.
     http: httpx.Client
+    #: Sends no credentials.
+    anon: httpx.Client
     start_worker: StartWorker
 
     @property
@@ -79,8 +77,11 @@ def served(agentexec_env: dict[str, str], agentexec_worker: StartWorker) -> Iter
     wait_for(lambda: server.started, 20, "uvicorn to start")
     base = f"http://127.0.0.1:{port}/agentexec"
     try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            yield Served(base, http, agentexec_worker)
+        with (
+            httpx.Client(base_url=base, timeout=30, headers=AUTH) as http,
+            httpx.Client(base_url=base, timeout=30) as anon,
+        ):
+            yield Served(base, http, anon, agentexec_worker)
     finally:
         server.should_exit = True
         thread.join(20)

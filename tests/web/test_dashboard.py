@@ -28,10 +28,14 @@ def page(served: Served) -> Iterator[Any]:
         try:
             page = browser.new_page()
             page.set_default_timeout(60_000)
-            page.goto(f"{served.url}/agents/dashboard")
-            page.wait_for_selector("#live.on")
+            response = page.goto(f"{served.url}/agents/dashboard")
+            assert response is not None and response.status == 401  # no credentials yet
+            page.wait_for_selector("#signin:not([hidden])")
             page.fill("#token", TOKEN)
             page.dispatch_event("#token", "change")
+            page.wait_for_selector("#live.on")
+            assert page.evaluate("sessionStorage.getItem('agentexec-token')") == TOKEN
+            assert page.evaluate("localStorage.getItem('agentexec-token')") is None
             yield page
         finally:
             browser.close()

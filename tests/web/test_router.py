@@ -23,6 +23,8 @@ from agentexec.states import EventKind
 from agentexec.testing.plugin import record_events
 from tests.web.conftest import AUTH, Served
 
+WS_AUTH: dict[str, Any] = {"additional_headers": AUTH}
+
 #: The database plays no part here: SQLite alone keeps the suite short.
 pytestmark = pytest.mark.usefixtures("sqlite_only")
 
@@ -104,10 +106,10 @@ def test_detail_with_logs_and_404(served: Served) -> None:
 
 def test_enqueue_validates_and_needs_auth(served: Served, sqlite_only: None) -> None:
     body = {"seconds": 0, "label": "x"}
-    assert served.http.post("/agents/tasks/sleep_agent", json=body).status_code == 401
+    assert served.anon.post("/agents/tasks/sleep_agent", json=body).status_code == 401
     bad_token = {"Authorization": "Bearer wrong"}
     assert (
-        served.http.post("/agents/tasks/sleep_agent", json=body, headers=bad_token).status_code
+        served.anon.post("/agents/tasks/sleep_agent", json=body, headers=bad_token).status_code
         == 401
     )
     agent_id = _enqueue(served, "sleep_agent", body, priority="high")
@@ -159,7 +161,7 @@ def test_result_codes(served: Served, sqlite_only: None) -> None:
 
 def test_cancel_codes_and_409_for_a_canceled_result(served: Served, sqlite_only: None) -> None:
     agent_id = _enqueue(served, "sleep_agent", {"seconds": 30})
-    assert served.http.post(f"/agents/{agent_id}/cancel").status_code == 401
+    assert served.anon.post(f"/agents/{agent_id}/cancel").status_code == 401
     response = served.http.post(f"/agents/{agent_id}/cancel", headers=AUTH)
     assert (response.status_code, response.json()) == (
         200,
@@ -250,7 +252,7 @@ def test_all_events_stream_filters_and_resumes(served: Served, sqlite_only: None
 
 def test_websocket_sends_events_until_the_end(served: Served, sqlite_only: None) -> None:
     agent_id = _queued()
-    with connect(f"{served.ws_url}/agents/{agent_id}/ws", open_timeout=10) as ws:
+    with connect(f"{served.ws_url}/agents/{agent_id}/ws", open_timeout=10, **WS_AUTH) as ws:
         state = json.loads(ws.recv(timeout=10))
         assert (state["kind"], state["status"]) == ("snapshot", "QUEUED")
         _append(
@@ -267,9 +269,10 @@ def test_websocket_sends_events_until_the_end(served: Served, sqlite_only: None)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
     # Resumed after the report: only the end.
     after = messages[0]["seq"]
-    with connect(f"{served.ws_url}/agents/{agent_id}/ws?after={after}", open_timeout=10) as ws:
+    url = f"{served.ws_url}/agents/{agent_id}/ws?after={after}"
+    with connect(url, open_timeout=10, **WS_AUTH) as ws:
         assert json.loads(ws.recv(timeout=10))["message"] == "Task completed"
-    with connect(f"{served.ws_url}/agents/{uuid.uuid4()}/ws", open_timeout=10) as ws:
+    with connect(f"{served.ws_url}/agents/{uuid.uuid4()}/ws", open_timeout=10, **WS_AUTH) as ws:
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
@@ -280,7 +283,7 @@ def test_dashboard_is_served_from_the_package(served: Served, sqlite_only: None)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
-    assert "new EventSource(" in page
+    assert "function follow(" in page  # a fetch stream that sends the token, not EventSource
     assert "setInterval(() => {   // ages tick locally" in page  # the only timer: no polling
     assert "http://" not in page and "https://" not in page  # no CDN
 
@@ -324,7 +327,7 @@ async def test_the_app_startup_freezes_its_imports_out_of_the_garbage_collector(
     monkeypatch.setenv("AGENTEXEC_GC_FREEZE", str(freeze).lower())
     get_settings.cache_clear()
     app = FastAPI()
-    app.include_router(agentexec.web.create_router(), prefix="/agentexec")
+    app.include_router(agentexec.web.create_router(allow_anonymous=True), prefix="/agentexec")
     gc.unfreeze()
     try:
         async with app.router.lifespan_context(app):
