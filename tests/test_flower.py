@@ -1,4 +1,5 @@
-"""`celery -A agentexec flower` shows agent tasks: queued ones too, by their agent id."""
+"""`agentexec flower` shows agent tasks, queued ones too, by their agent id; every page,
+`/metrics` included, asks for its credentials."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from agentexec.testing import WorkerProcess, wait_for
 from agentexec.testing.plugin import StartWorker
 from tests.apps import APP_DIR, APP_ENV
 
+CREDENTIALS = ("admin", "a-long-flower-password")
+
 
 @pytest.fixture
 def flower(agentexec_env: dict[str, str], tmp_path: Path) -> Any:
@@ -26,14 +29,13 @@ def flower(agentexec_env: dict[str, str], tmp_path: Path) -> Any:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    argv = [sys.executable, "-m", "celery", "-A", "agentexec", "flower", f"--port={port}",
-            "--address=127.0.0.1"]  # fmt: skip
-    env = {**os.environ, **agentexec_env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    argv = [sys.executable, "-m", "agentexec", "flower", f"--port={port}", "--address=127.0.0.1"]
+    env = {**os.environ, **agentexec_env, "FLOWER_BASIC_AUTH": ":".join(CREDENTIALS)}
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
         try:
-            return httpx.get(f"{base}/api/tasks", timeout=1).status_code == 200
+            return httpx.get(f"{base}/api/tasks", auth=CREDENTIALS, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -43,8 +45,30 @@ def flower(agentexec_env: dict[str, str], tmp_path: Path) -> Any:
 
 
 def _task(base: str, agent_id: uuid.UUID) -> dict[str, Any]:
-    tasks: dict[str, Any] = httpx.get(f"{base}/api/tasks", timeout=5).json()
+    tasks: dict[str, Any] = httpx.get(f"{base}/api/tasks", auth=CREDENTIALS, timeout=5).json()
     return tasks.get(str(agent_id), {})
+
+
+def test_every_page_asks_for_the_credentials_metrics_included(flower: str) -> None:
+    for path in ("/", "/api/tasks", "/api/workers", "/metrics"):
+        assert httpx.get(f"{flower}{path}", timeout=5).status_code == 401, path
+        wrong = httpx.get(f"{flower}{path}", auth=("admin", "wrong"), timeout=5)
+        assert wrong.status_code == 401, path
+    metrics = httpx.get(f"{flower}/metrics", auth=CREDENTIALS, timeout=5)
+    assert metrics.status_code == 200 and "flower_events_total" in metrics.text
+
+
+def test_flower_refuses_to_start_without_auth(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    argv = [sys.executable, "-m", "agentexec", "flower", "--port=1"]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "FLOWER_BASIC_AUTH" in out.stderr
+    env["FLOWER_BASIC_AUTH"], env["FLOWER_UNAUTHENTICATED_API"] = "a:b", "true"
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "FLOWER_UNAUTHENTICATED_API" in out.stderr
 
 
 async def test_flower_lists_agent_tasks(
@@ -81,7 +105,8 @@ async def test_flower_shows_agent_progress(
     queued = await ax.enqueue("paced_agent", {"seconds": 40, "reports": 40})
 
     def progress() -> dict[str, Any] | None:
-        task = httpx.get(f"{flower}/api/task/info/{queued.agent_id}", timeout=5)
+        url = f"{flower}/api/task/info/{queued.agent_id}"
+        task = httpx.get(url, auth=CREDENTIALS, timeout=5)
         if task.status_code != 200:
             return None
         info: dict[str, Any] = task.json()

@@ -12,6 +12,7 @@ from agentexec import __version__
 from agentexec.cli.check import check
 from agentexec.cli.db import create_tables, db
 from agentexec.cli.demo import demo
+from agentexec.cli.flower import flower
 from agentexec.cli.runs import cancel, list_runs, result, show
 from agentexec.cli.tail import tail
 from agentexec.cli.worker import project, worker
@@ -36,7 +37,7 @@ def main() -> None:
     """
 
 
-for command in (list_runs, show, tail, cancel, result, worker, project, check, db, demo):
+for command in (list_runs, show, tail, cancel, result, worker, project, check, db, demo, flower):
     main.add_command(command)
 main.add_command(create_tables)
 

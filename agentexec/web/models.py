@@ -102,6 +102,8 @@ class AgentEvent(BaseModel):
     percentage: int | None
     task: str | None
     worker: str | None
+    #: Whom the run belongs to, when it has an owner.
+    owner: str | None = None
     at: datetime
     #: Position in the event log (the SSE `id`): resume after it with `Last-Event-ID`.
     seq: int | None

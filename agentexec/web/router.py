@@ -127,8 +127,9 @@ def create_router(
         )
     if auth is None:
         _warn_anonymous()
-    write = [_depends(auth)] if auth is not None else []
-    write.append(Depends(same_site(frozenset(trusted_origins or ()))))
+    # The origin check first: a cross-site write is refused before any credential is used.
+    write = [Depends(same_site(frozenset(trusted_origins or ())))]
+    write += [_depends(auth)] if auth is not None else []
     reader = read_auth if read_auth is not None else auth
     read = [_depends(reader)] if reader is not None else []
     caller = _caller(owner)
@@ -295,9 +296,9 @@ def create_router(
         run ended there, the answer is 204, which tells an EventSource to stop reconnecting.
         """
         position = _position(last_event_id, after)
+        key = await reads.known(agent_id, who, scoped)
         release = slots.acquire(who, scoped)
         try:
-            key = parse_agent_id(agent_id)
             events = watch(key, after=position, owner=who)
             if position is not None and await ended(key, position):
                 release()
@@ -332,10 +333,10 @@ def create_router(
             await websocket.close(code=1013, reason="too many event streams")
             return
         try:
-            key = parse_agent_id(agent_id)
+            key = await reads.known(agent_id, who, scoped)
             events = watch(key, after=position, owner=who)
             first = await anext(events) if position is None else None
-        except (KeyError, StopAsyncIteration):
+        except (KeyError, StopAsyncIteration, HTTPException):
             release()
             await websocket.close(code=4404, reason="no run has this id")
             return

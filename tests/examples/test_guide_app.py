@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from websockets.exceptions import ConnectionClosed
@@ -42,6 +43,8 @@ from agentexec.testing.plugin import StartWorker
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app"
 SRC = APP_DIR / "src"
 TERMINAL = ("COMPLETE", "ERROR", "CANCELED")
+TOKEN = "guide-app-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: The activity log of one run of the guide's task against the scripted model.
 EXPECTED_LOGS = [
     ("QUEUED", "Task queued", None),
@@ -137,11 +140,12 @@ def guide_app(
             "AGENTEXEC_NUM_WORKERS": "4",
             # The lifespan's print() must reach the log while the API runs.
             "PYTHONUNBUFFERED": "1",
+            "API_TOKENS": TOKEN,
         }
         api = ApiProcess({**os.environ, **agentexec_env, **env}, tmp_path / "api.log")
         try:
             api.start()
-            with httpx.Client(base_url=api.url, timeout=20) as http:
+            with httpx.Client(base_url=api.url, timeout=20, headers=AUTH) as http:
                 yield GuideApp(api, server, http, env, agentexec_worker)
         finally:
             api.stop()
@@ -240,7 +244,9 @@ def test_websocket_follows_a_task_to_its_end(guide_app: GuideApp) -> None:
 
     messages: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
-    with connect(f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10) as ws:
+    with connect(
+        f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10, additional_headers=AUTH
+    ) as ws:
         while True:
             try:
                 raw = ws.recv(timeout=deadline - time.monotonic())
@@ -257,10 +263,14 @@ def test_websocket_follows_a_task_to_its_end(guide_app: GuideApp) -> None:
     assert progress == sorted(progress)
 
     # A finished run gives its final status at once; an unknown one an error.
-    with connect(f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10) as ws:
+    with connect(
+        f"{app.ws_url}/api/ws/tasks/{agent_id}", open_timeout=10, additional_headers=AUTH
+    ) as ws:
         assert json.loads(ws.recv(timeout=10))["status"] == "COMPLETE"
     for unknown in (str(uuid.uuid4()), "nonexistent"):
-        with connect(f"{app.ws_url}/api/ws/tasks/{unknown}", open_timeout=10) as ws:
+        with connect(
+            f"{app.ws_url}/api/ws/tasks/{unknown}", open_timeout=10, additional_headers=AUTH
+        ) as ws:
             assert json.loads(ws.recv(timeout=10)) == {"error": "Task not found"}
 
 
@@ -278,20 +288,41 @@ def test_unknown_ids_answer_404(guide_app: GuideApp) -> None:
         assert time.monotonic() - started < 5
 
 
-def test_restart_cancels_stale_activities(guide_app: GuideApp) -> None:
-    """The guide's lifespan marks runs left QUEUED by a previous process CANCELED."""
+def test_restart_cancels_only_stale_activities(guide_app: GuideApp) -> None:
+    """The guide's lifespan cancels at startup the runs that can no longer end: one whose
+    message the broker lost is CANCELED, one still waiting in its queue is left alone (so
+    many API replicas can restart while runs wait)."""
     app = guide_app
-    agent_id = app.research("Umbrella")
-    assert app.status(agent_id)["status"] == "QUEUED"
+    waiting = app.research("Umbrella")
+    lost = app.research("Initech")
+    _drop_message(lost)  # the broker loses it, say in a restart without persistence
     app.api.stop()
     app.api.start()
-    assert app.status(agent_id) == {
-        "agent_id": agent_id,
+    assert app.status(waiting)["status"] == "QUEUED"
+    assert app.status(lost) == {
+        "agent_id": lost,
         "status": "CANCELED",
         "progress": None,
         "message": "Canceled at startup",
     }
     assert "Cleaned up 1 stale activities" in app.api.log()
+
+
+def _drop_message(agent_id: str) -> None:
+    """Remove a run's message from its queue, as a broker that lost it would."""
+    settings = ax.get_settings()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for raw in client.lrange(settings.low_queue, 0, -1):  # type: ignore[union-attr]
+            if agent_id.encode() in raw:
+                client.lrem(settings.low_queue, 1, raw)
+                copies = client.hgetall(settings.keys.messages)  # kept until acknowledged
+                tags = [tag for tag, copy in copies.items() if agent_id.encode() in copy]  # type: ignore[union-attr]
+                client.hdel(settings.keys.messages, *tags)
+                return
+        raise AssertionError(f"no message of {agent_id} on its queue")
+    finally:
+        client.close()
 
 
 def test_admin_cleanup_deletes_old_activities_and_their_logs(guide_app: GuideApp) -> None:
@@ -345,10 +376,12 @@ def test_guide_tests_pass_unchanged(tmp_path: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.db", "*.db-*", ".pytest_cache")
     for part in ("src", "tests"):
         shutil.copytree(APP_DIR / part, project / part, ignore=ignore)
+    shutil.copy(APP_DIR / "conftest.py", project / "conftest.py")
     env = {
         key: value
         for key, value in os.environ.items()
-        if key != "DATABASE_URL" and not key.startswith(("AGENTEXEC_", "PYTEST_"))
+        if key not in ("DATABASE_URL", "API_TOKENS")
+        and not key.startswith(("AGENTEXEC_", "PYTEST_"))
     }
     env["PYTHONPATH"] = "src"
     argv = [

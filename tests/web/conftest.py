@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -65,12 +65,13 @@ class Served:
         self.start_worker("-I", "userapp.worker", cwd=APP_DIR, env=APP_ENV)
 
 
-@pytest.fixture
-def served(agentexec_env: dict[str, str], agentexec_worker: StartWorker) -> Iterator[Served]:
+@contextmanager
+def serve(app: FastAPI, start_worker: StartWorker) -> Iterator[Served]:
+    """`app` under uvicorn on a free port in this process, until the block ends."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    config = uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -81,7 +82,13 @@ def served(agentexec_env: dict[str, str], agentexec_worker: StartWorker) -> Iter
             httpx.Client(base_url=base, timeout=30, headers=AUTH) as http,
             httpx.Client(base_url=base, timeout=30) as anon,
         ):
-            yield Served(base, http, anon, agentexec_worker)
+            yield Served(base, http, anon, start_worker)
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+@pytest.fixture
+def served(agentexec_env: dict[str, str], agentexec_worker: StartWorker) -> Iterator[Served]:
+    with serve(make_app(), agentexec_worker) as running:
+        yield running

@@ -6,6 +6,9 @@ import agentexec as ax
 
 from .db import engine
 from .views import router
+# (not in the guide: every endpoint of this app needs the guide's bearer token, see below)
+from fastapi import Depends
+from .security import verify_token
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
@@ -27,7 +30,9 @@ app = FastAPI(
     lifespan=lifespan
 )
 
-app.include_router(router, prefix="/api")
+# The guide mounts its router with `app.include_router(router, prefix="/api")`; here the
+# guide's own `verify_token` guards every endpoint of it, WebSocket included.
+app.include_router(router, prefix="/api", dependencies=[Depends(verify_token)])
 
 # main.py
 from fastapi import Request
@@ -73,12 +78,10 @@ async def task_timeout_handler(request: Request, exc: TaskTimeoutError):
         content={"error": "Task timed out", "agent_id": exc.agent_id, "timeout": exc.timeout}
     )
 
-app.include_router(advanced_router, prefix="/api/secure")
+app.include_router(advanced_router, prefix="/api/secure", dependencies=[Depends(verify_token)])
 
 # agentexec's own router: REST API, live event streams and the dashboard at
-# /agentexec/agents/dashboard. Enqueue and cancel need the bearer token; reads are open.
+# /agentexec/agents/dashboard. Every endpoint needs the bearer token, reads included.
 import agentexec.web
-
-from .security import verify_token
 
 app.include_router(agentexec.web.create_router(auth=verify_token), prefix="/agentexec")
