@@ -9,7 +9,11 @@ batch of runs of its own):
 
 - `ax.watch(agent_id)` in this process (one shared reader of the event log);
 - the SSE endpoint `GET /agentexec/agents/{agent_id}/events` of the web router, served by
-  uvicorn in its own process, read by a plain HTTP client in this process (`_sse_events`).
+  uvicorn in its own process, read by a plain HTTP client in this process (`_sse_events`);
+- `all`: ONE subscriber to the stream of every run, `GET /agentexec/agents/events` (what a
+  dashboard opens), which carries every agent's reports.
+
+The API authenticates every request with a bearer token, as `create_router` requires.
 
 The worker, the API, this process, Redis and PostgreSQL share the machine.
 
@@ -46,6 +50,8 @@ POSTGRES_URL = os.environ.get(
     "BENCH_WATCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench_watch"
 )
 TASK = "watch_bench_agent"
+#: The bearer token of the benchmark's API.
+TOKEN = "bench-watch-token-0123456789"
 #: When an event arrived, when it was reported, its position in the log.
 Arrival = tuple[float, float, int]
 
@@ -87,7 +93,7 @@ def make_app() -> Any:
     """The API process: agentexec's router, nothing else (`uvicorn --factory`)."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Header, HTTPException
 
     import agentexec as ax
     import agentexec.web
@@ -97,8 +103,12 @@ def make_app() -> Any:
         yield
         await ax.close_redis()
 
+    def token(authorization: str | None = Header(None)) -> None:
+        if authorization != f"Bearer {TOKEN}":
+            raise HTTPException(401, "token")
+
     app = FastAPI(lifespan=lifespan)
-    app.include_router(agentexec.web.create_router(), prefix="/agentexec")
+    app.include_router(agentexec.web.create_router(auth=token), prefix="/agentexec")
     return app
 
 
@@ -128,6 +138,24 @@ async def _sse(url: str, delays: list[Arrival], ready: asyncio.Event) -> None:
             return
 
 
+async def _all(
+    url: str, ids: set[str], reports: int, delays: list[Arrival], ready: asyncio.Event
+) -> None:
+    """One subscriber to every run's events: the reports of `ids`, until each has ended."""
+    left = set(ids)
+    async for data in _sse_events(url):
+        ready.set()  # the first frames are the queued runs' snapshots: subscribed
+        if data["agent_id"] not in ids:
+            continue
+        if data["kind"] == "report":
+            at = datetime.fromisoformat(data["at"]).timestamp()
+            delays.append((time.time(), at, data["seq"]))
+        if data["status"] in ("COMPLETE", "ERROR", "CANCELED"):
+            left.discard(data["agent_id"])
+            if not left:
+                return
+
+
 async def _sse_events(url: str) -> AsyncIterator[dict[str, Any]]:
     """The `data:` payloads of an event stream, read with a plain HTTP/1.1 client.
 
@@ -138,9 +166,10 @@ async def _sse_events(url: str) -> AsyncIterator[dict[str, Any]]:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         writer.write(
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            "Accept: text/event-stream\r\n\r\n".encode()
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n".encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
         status = head.split(b" ", 2)[1]
@@ -187,7 +216,13 @@ async def _measure(
     readies: list[asyncio.Event] = []
     tasks = []
     subscribing = time.time()
-    for i, q in enumerate(queued):
+    if path == "all":
+        ready = asyncio.Event()
+        readies.append(ready)
+        ids = {str(q.agent_id) for q in queued}
+        url = f"{api}/agentexec/agents/events?task={TASK}"
+        tasks.append(asyncio.create_task(_all(url, ids, reports, delays, ready)))
+    for i, q in enumerate(queued if path != "all" else ()):
         if i and i % 100 == 0:
             await asyncio.sleep(0.2)  # clients arrive in waves, not all in one instant
         ready = asyncio.Event()
@@ -249,7 +284,7 @@ def main() -> None:
     parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
     parser.add_argument("--reports", type=int, default=10, help="reports per agent")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
-    parser.add_argument("--paths", default="watch,sse", help="subscribers: watch, sse, or both")
+    parser.add_argument("--paths", default="watch,sse,all", help="subscribers: watch, sse, all")
     parser.add_argument("--raw", type=Path, help="append every event's times to this file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.agents.split(",") if s.strip()]

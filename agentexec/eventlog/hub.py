@@ -125,6 +125,14 @@ class EventHub:
             self._reader = asyncio.create_task(self._follow(), name="agentexec-event-hub")
         return subscription
 
+    async def check(self) -> None:
+        """Raise now when the log's Redis is unreachable, rather than in a stream's middle.
+
+        Raises:
+            redis.RedisError: it is unreachable.
+        """
+        await self.client.ping()
+
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop feeding `subscription`; safe to call twice."""
         if subscription.agent_id is None:

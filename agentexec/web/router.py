@@ -31,6 +31,7 @@ from agentexec.client.cancel import cancel
 from agentexec.client.enqueue import enqueue
 from agentexec.client.watching import ended, watch, watch_all
 from agentexec.config import get_settings
+from agentexec.eventlog.hub import get_hub
 from agentexec.exceptions import InvalidRequestError, TaskCanceledError, TaskError
 from agentexec.ids import parse_agent_id, parse_owner
 from agentexec.runtime import freeze_startup_objects
@@ -173,6 +174,7 @@ def create_router(
         `after`): every change after that position, and no state first.
         """
         position = _position(last_event_id, after)
+        await get_hub().check()  # an unreachable log is a 503, not a stream that breaks
         release = slots.acquire(who, scoped)
         events = watch_all(status=status, task=task, after=position, owner=who)
         return _event_stream(sse(events, ids_for_snapshots=False), release)

@@ -160,3 +160,32 @@ def test_result_times_out(agentexec_env: dict[str, str], cli: Any, sqlite_only: 
     agent_id = enqueue([1])  # no worker
     outcome = cli("result", str(agent_id), "--timeout", "1")
     assert outcome.exit_code == 1 and "has not ended within 1.0s" in outcome.output
+
+
+def test_user_text_is_printed_literally(agentexec_session: Session, cli: Any) -> None:
+    """Markup-like text and control characters in messages and task names cannot style,
+    break or escape the terminal: `show`, `list` and `tail` print them as plain text."""
+    from agentexec.testing.plugin import record_events
+
+    agent_id = uuid.uuid4()
+    record_events(
+        Event(agent_id, ax.Status.QUEUED, "Task queued", kind=EventKind.QUEUED, task="[bold]t"),
+        Event(agent_id, ax.Status.RUNNING, "closing [/x] and [red]red[/red]", 10),
+        Event(agent_id, ax.Status.RUNNING, "bell\x07 escape\x1b[2J line\nbreak", 20),
+        Event(agent_id, ax.Status.COMPLETE, "Task completed", 100, kind=EventKind.COMPLETE),
+    )
+    for args in (("show", str(agent_id)), ("list",), ("tail", str(agent_id), "--timeout", "5")):
+        out = cli(*args).output
+        assert "\x1b" not in out and "\x07" not in out, args
+        if args[0] == "list":
+            assert "[bold]t" in out
+            continue
+        assert "closing [/x] and [red]red[/red]" in out, args
+        assert "bell escape[2J line break" in out, args
+    # Stored already clean: an agent's report loses its control characters at the source.
+    ax.activity.update(agent_id, "report\x1b[31m with\tcontrol", 30)
+    from agentexec.testing.plugin import agentexec_flush
+
+    agentexec_flush()
+    detail = ax.activity.detail(agentexec_session, agent_id)
+    assert detail is not None and detail.logs[-1].message == "report[31m with control"

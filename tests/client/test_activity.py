@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+import pytest
+import userapp.worker  # noqa: F401  (registers sleep_agent in this process)
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -13,7 +15,9 @@ from agentexec.db.models import ActivityLog
 from agentexec.eventlog.event import Event
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, utcnow
-from agentexec.testing.plugin import agentexec_flush, record_events
+from agentexec.testing import wait_for
+from agentexec.testing.plugin import StartWorker, agentexec_flush, record_events
+from tests.apps import APP_DIR, APP_ENV
 
 
 def _queued(agent_type: str = "research", created_at: datetime | None = None) -> uuid.UUID:
@@ -133,3 +137,39 @@ def test_guide_cleanup_sql_deletes_activities_with_their_logs(
         select(func.count()).select_from(ActivityLog).where(ActivityLog.agent_id == old)
     )
     assert orphans == 0
+
+
+async def test_cancel_pending_leaves_waiting_and_running_runs_alone(
+    agentexec_worker: StartWorker, agentexec_session: Session
+) -> None:
+    """Startup cleanup is safe with many replicas: a run a live worker holds, and one that
+    waits in its queue, are left alone; only a run whose message is nowhere is canceled."""
+    agentexec_worker("-I", "userapp.worker", "-c", "1", cwd=APP_DIR, env=APP_ENV)
+    running = (await ax.enqueue("sleep_agent", {"seconds": 60})).agent_id
+
+    def started() -> bool:
+        agentexec_session.expire_all()
+        detail = ax.activity.detail(agentexec_session, running)
+        return detail is not None and detail.status is ax.Status.RUNNING
+
+    wait_for(started, 30, "the first run to start")
+    waiting = (await ax.enqueue("sleep_agent", {"seconds": 60})).agent_id
+    stale = _queued("sleep_agent")  # a row whose message the broker never had
+    try:
+        assert ax.activity.cancel_pending(agentexec_session) == 1
+        agentexec_session.expire_all()
+        statuses = {
+            agent_id: ax.activity.detail(agentexec_session, agent_id).status  # type: ignore[union-attr]
+            for agent_id in (running, waiting, stale)
+        }
+        assert statuses == {
+            running: ax.Status.RUNNING,
+            waiting: ax.Status.QUEUED,
+            stale: ax.Status.CANCELED,
+        }
+        # The stale run is revoked too: a message that turned up would not run.
+        with pytest.raises(ax.TaskCanceledError, match="Canceled at startup"):
+            await ax.get_result(stale, timeout=5)
+    finally:
+        for agent_id in (running, waiting):
+            await ax.cancel(agent_id)

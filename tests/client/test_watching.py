@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -263,3 +264,19 @@ async def test_watch_a_run_on_a_real_worker(
     assert {e.task for e in events} == {"paced_agent"}
     seqs = [e.seq or 0 for e in events]
     assert seqs == sorted(seqs) and seqs[0] > (state.seq or 0)
+
+
+async def test_an_entry_nobody_can_parse_is_skipped_and_the_hub_goes_on(
+    agentexec_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent_id = _queued()
+    watch = ax.watch(agent_id)
+    [state] = await _take(watch, 1)
+    assert state.kind is EventKind.SNAPSHOT
+    client, key = get_runtime().events.client(), get_runtime().events.key
+    overflow = {"agent_id": str(agent_id), "status": "RUNNING", "message": "x", "at": 1e300}
+    client.xadd(key, {"event": json.dumps(overflow)})
+    [after] = _append(_report(agent_id, "after the bad one", 50))
+    [event] = await _take(watch, 1)
+    assert (event.seq, event.message) == (after.seq, "after the bad one")
+    assert "skipping malformed entry" in caplog.text

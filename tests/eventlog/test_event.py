@@ -57,8 +57,26 @@ def test_entries_of_the_first_format_one_field_per_attribute_are_malformed() -> 
         },
         {b"event": b'{"agent_id": "%s", "status": "RUNNING"}' % str(uuid.uuid4()).encode()},
         {b"garbage": b"x"},
+        {
+            b"event": b'{"agent_id": "%s", "status": "RUNNING", "at": 1e300}'
+            % str(uuid.uuid4()).encode()
+        },
+        {
+            b"event": b'{"agent_id": "%s", "status": "RUNNING", "at": 1, "percentage": 1e400}'
+            % str(uuid.uuid4()).encode()
+        },
     ],
-    ids=["not JSON", "not an object", "no id", "bad id", "bad status", "no time", "neither"],
+    ids=[
+        "not JSON",
+        "not an object",
+        "no id",
+        "bad id",
+        "bad status",
+        "no time",
+        "neither",
+        "time overflows",
+        "percentage overflows",
+    ],
 )
 def test_a_malformed_entry_is_a_value_error(fields: dict[bytes, bytes]) -> None:
     with pytest.raises(ValueError, match=r"^malformed event"):

@@ -15,13 +15,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -429,3 +432,25 @@ class PrivatePostgres(_Server):
         """Run a command as the postgres user, in the cluster's directory."""
         command = f"cd {shlex.quote(str(self._dir))} && {shlex.join(argv)}"
         _run(["su", "postgres", "-c", command], what, self._log)
+
+
+@contextlib.contextmanager
+def app_on(redis_url: str) -> Iterator[None]:
+    """agentexec's Celery app in this process publishes to and reads results from
+    `redis_url` until the block ends (it was configured at import, from the settings then)."""
+    from agentexec.tasks.app import app
+    from agentexec.tasks.config import backend_url
+    from agentexec.tasks.results import _close_sync
+
+    def point(broker: str, backend: str) -> None:
+        _close_sync(app)
+        app.conf.broker_url, app.conf.result_backend = broker, backend
+        app._backend_cache = None  # type: ignore[attr-defined]
+        app._local = threading.local()  # type: ignore[attr-defined]
+
+    saved = app.conf.broker_url, app.conf.result_backend
+    point(redis_url, backend_url(redis_url))
+    try:
+        yield
+    finally:
+        point(*saved)

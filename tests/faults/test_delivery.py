@@ -32,9 +32,6 @@ from agentexec.eventlog.event import Event
 from agentexec.processes import WorkerProcess
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
-from agentexec.tasks.app import app
-from agentexec.tasks.config import backend_url
-from agentexec.tasks.results import _close_sync
 from agentexec.testing import wait_for
 from agentexec.testing.openai_script import Reply, last_user_text
 from agentexec.testing.openai_server import ScriptedOpenAIServer
@@ -42,7 +39,7 @@ from agentexec.testing.plugin import StartWorker, record_events
 from agentexec.worker.reaper import MESSAGE_LOST, MESSAGE_PUT_BACK
 from tests.apps import APP_DIR, APP_ENV
 from tests.faults.audit import Audit, try_audit
-from tests.faults.services import PrivateRedis, redis_available, require_server
+from tests.faults.services import PrivateRedis, app_on, redis_available, require_server
 
 # The tests enqueue the user's tasks by name: register them in this process too.
 importlib.import_module("userapp.agent_tasks")
@@ -82,17 +79,8 @@ def _publish_to_fault_redis(
     agentexec_env: dict[str, str], fault_redis: PrivateRedis
 ) -> Iterator[None]:
     """This process's Celery app publishes to and reads results from the private Redis."""
-    saved = app.conf.broker_url, app.conf.result_backend
-    _point_app(fault_redis.url, backend_url(fault_redis.url))
-    yield
-    _point_app(*saved)
-
-
-def _point_app(broker: str, backend: str) -> None:
-    _close_sync(app)
-    app.conf.broker_url, app.conf.result_backend = broker, backend
-    app._backend_cache = None  # type: ignore[attr-defined]
-    app._local = threading.local()  # type: ignore[attr-defined]
+    with app_on(fault_redis.url):
+        yield
 
 
 async def _enqueue(n: int, **context: Any) -> list[uuid.UUID]:
