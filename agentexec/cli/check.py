@@ -1,4 +1,8 @@
-"""`agentexec check`: a health probe for a deployment, with no side effects."""
+"""`agentexec check`: a health probe for a deployment, with no side effects.
+
+Failures (`FAIL`) exit 1; warnings (`warn`) name a risk that does not stop the deployment
+working now (a projector falling behind, Redis settings that lose data), and exit 0.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ import click
 from agentexec.cli.common import app_option, load_app
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
+
+#: Events the SQL projection may be behind the log before `check` warns.
+MAX_BEHIND = 10_000
+#: Seconds the oldest event not yet in SQL may wait before `check` warns.
+MAX_BEHIND_SECONDS = 60
 
 
 class _Answered(Exception):
@@ -34,6 +44,11 @@ def check(app_module: str | None, timeout: float, allow_no_workers: bool) -> Non
     tables or has them out of date (`agentexec db upgrade`), or no worker consumes the
     queues. It changes nothing: no table and no SQLite file is created.
 
+    It warns, without failing, when the SQL projection is more than 10,000 events or a
+    minute behind the event log (or no projector ever read it), and when Redis may lose
+    data: a maxmemory-policy other than noeviction, or no persistence (neither appendonly
+    nor save), or settings it cannot read (CONFIG refused).
+
     \b
     Examples:
       agentexec check -A myapp.worker
@@ -44,6 +59,11 @@ def check(app_module: str | None, timeout: float, allow_no_workers: bool) -> Non
     if ok:
         ok = _workers(app, timeout, allow_no_workers)
     sys.exit(0 if ok else 1)
+
+
+def _warn(name: str, detail: str) -> None:
+    """A line like `_report`'s for a risk that does not fail the probe."""
+    click.echo(f"{name:<9} {click.style('warn', fg='yellow')} {detail}")
 
 
 def _report(name: str, ok: bool, detail: str, allowed: bool = False) -> bool:
@@ -66,12 +86,111 @@ def _redis() -> bool:
     url = get_settings().redis_url
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        return _report("redis", False, f"{redact(url)}: {exc}")
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as exc:
+            return _report("redis", False, f"{redact(url)}: {exc}")
+        _report("redis", True, redact(url))
+        _durability(client)
+        _events(client)
     finally:
         client.close()
-    return _report("redis", True, redact(url))
+    return True
+
+
+def _durability(client: redis.Redis) -> None:
+    """Warn about Redis settings that lose runs: eviction, and no persistence."""
+    import redis
+
+    try:
+        config = {
+            name: client.config_get(name).get(name)
+            for name in ("maxmemory-policy", "appendonly", "save")
+        }
+    except (redis.RedisError, OSError) as exc:
+        _warn(
+            "redis",
+            f"cannot read its settings ({exc}): make sure maxmemory-policy is noeviction "
+            "and persistence is on (appendonly or save)",
+        )
+        return
+    policy = config["maxmemory-policy"]
+    if policy is not None and policy != "noeviction":
+        _warn(
+            "redis",
+            f"maxmemory-policy is {policy}: evicted keys lose queued runs, results and events "
+            "(set it to noeviction)",
+        )
+    if config["appendonly"] == "no" and config["save"] == "":
+        _warn(
+            "redis",
+            "persistence is off (appendonly no, no save): a restart loses queued runs and "
+            "results (set appendonly yes)",
+        )
+
+
+def _events(client: redis.Redis) -> None:
+    """How far the SQL projection is behind the event log; a warning when it is far behind
+    or no projector ever read the log (the log is never trimmed below what is unapplied)."""
+    import redis
+
+    from agentexec.config import get_settings
+    from agentexec.eventlog.event import entry_id_of
+    from agentexec.eventlog.position import PROJECTED, applied_through
+    from agentexec.keys import PROJECTOR_GROUP
+
+    key = get_settings().keys.events
+    remedy = (
+        "start workers with the projector (AGENTEXEC_PROJECTOR=true) or run `agentexec project`; "
+        "the log is never trimmed below what is unapplied, so it grows"
+    )
+    try:
+        applied = applied_through(client.eval(PROJECTED, 1, key, PROJECTOR_GROUP))
+        if applied is None:
+            length = client.xlen(key)
+            if length:
+                _warn(
+                    "events",
+                    f"{length:,} events in {key} and no projector ever read them "
+                    f"(AGENTEXEC_PROJECTOR=false and no `agentexec project`?): {remedy}",
+                )
+            else:
+                _report("events", True, "0 behind")
+            return
+        first = entry_id_of(applied + 1)
+        behind, capped = _behind(client, key, first)
+        oldest: Any = client.xrange(key, min=first, count=1) if behind else []
+        seconds, micros = client.time()
+    except (redis.RedisError, OSError) as exc:
+        _warn("events", f"cannot read the event log {key}: {exc}")
+        return
+    count = f"more than {MAX_BEHIND:,}" if capped else f"{behind:,}"
+    age = 0.0
+    if oldest:
+        appended_ms = int(oldest[0][0].decode().partition("-")[0])
+        age = max(0.0, (seconds * 1000 + micros // 1000 - appended_ms) / 1000)
+    if behind > MAX_BEHIND or age > MAX_BEHIND_SECONDS:
+        detail = f"SQL is {count} events behind, the oldest appended {age:,.0f}s ago: {remedy}"
+        _warn("events", detail)
+        return
+    _report("events", True, f"{count} behind")
+
+
+def _behind(client: redis.Redis, key: str, first: str) -> tuple[int, bool]:
+    """Events not yet applied, and whether that is only a lower bound: the group's `lag`
+    (undelivered) plus its pending ones, or, where Redis cannot say (before 7.0, or after
+    deletions), the entries from `first` on, counted up to just past `MAX_BEHIND`."""
+    from agentexec.keys import PROJECTOR_GROUP
+
+    groups: Any = client.xinfo_groups(key)
+    for group in groups:
+        name = group["name"]
+        if (name.decode() if isinstance(name, bytes) else name) != PROJECTOR_GROUP:
+            continue
+        if group.get("lag") is not None:
+            return int(group["lag"]) + int(group["pending"]), False
+    entries: Any = client.xrange(key, min=first, count=MAX_BEHIND + 1)
+    return len(entries), len(entries) > MAX_BEHIND
 
 
 def _database(app_module: str | None) -> bool:
