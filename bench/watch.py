@@ -195,7 +195,9 @@ async def _sse_events(url: str) -> AsyncIterator[dict[str, Any]]:
 async def _measure(
     agents: int, reports: int, interval: float, api: str, path: str, raw: Path | None = None
 ) -> dict[str, Any]:
-    """One batch of `agents` runs, each followed by one subscriber on `path`."""
+    """One batch of `agents` runs, each followed by one subscriber on `path` (`watch` or
+    `sse`), or one subscriber for all of them (`all`), or both at once (`sse+all`: the stream
+    of every run on an API that also serves a stream per run)."""
     import agentexec as ax
 
     # Every subscriber is in before the first report: enqueueing and subscribing take time
@@ -213,21 +215,24 @@ async def _measure(
     ]
     queued = await asyncio.gather(*(ax.enqueue(TASK, c) for c in contexts))
     delays: list[Arrival] = []
+    all_delays: list[Arrival] = []
     readies: list[asyncio.Event] = []
     tasks = []
     subscribing = time.time()
-    if path == "all":
+    kinds = path.split("+")
+    per_run = next((kind for kind in kinds if kind != "all"), None)
+    if "all" in kinds:
         ready = asyncio.Event()
         readies.append(ready)
         ids = {str(q.agent_id) for q in queued}
         url = f"{api}/agentexec/agents/events?task={TASK}"
-        tasks.append(asyncio.create_task(_all(url, ids, reports, delays, ready)))
-    for i, q in enumerate(queued if path != "all" else ()):
+        tasks.append(asyncio.create_task(_all(url, ids, reports, all_delays, ready)))
+    for i, q in enumerate(queued if per_run else ()):
         if i and i % 100 == 0:
             await asyncio.sleep(0.2)  # clients arrive in waves, not all in one instant
         ready = asyncio.Event()
         readies.append(ready)
-        if path == "watch":
+        if per_run == "watch":
             tasks.append(asyncio.create_task(_watch(q.agent_id, delays, ready)))
         else:
             url = f"{api}/agentexec/agents/{q.agent_id}/events"
@@ -241,20 +246,9 @@ async def _measure(
         with raw.open("a") as out:
             out.writelines(f"{path} {agents} {a:.6f} {at:.6f} {seq}\n" for a, at, seq in delays)
 
-    def stats(values: list[float]) -> dict[str, Any]:
-        ms = [v * 1000 for v in values]
-        return {
-            "p50_ms": round(percentile(ms, 50), 1) if ms else None,
-            "p99_ms": round(percentile(ms, 99), 1) if ms else None,
-            "max_ms": round(max(ms), 1) if ms else None,
-        }
-
-    # The log's entry id holds the millisecond Redis appended the event: it splits the delay
-    # into the worker's part (report to append) and the delivery (append to subscriber).
-    total = [arrived - at for arrived, at, _ in delays]
-    appended = [(seq >> 20) / 1000 - at for _, at, seq in delays]
-    delivered = [arrived - (seq >> 20) / 1000 for arrived, _, seq in delays]
-    return {
+    if not per_run:
+        delays, all_delays = all_delays, []
+    result = {
         "path": path,
         "agents": agents,
         "reports_per_agent": reports,
@@ -262,10 +256,34 @@ async def _measure(
         "subscribed_in_s": round(subscribed_in, 2),
         "subscribed_late": late,
         "expected_events": agents * reports,
+        **_summary(delays),
+    }
+    if all_delays:
+        result["all_runs_stream"] = _summary(all_delays)
+    return result
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    ms = [v * 1000 for v in values]
+    return {
+        "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+        "p99_ms": round(percentile(ms, 99), 1) if ms else None,
+        "max_ms": round(max(ms), 1) if ms else None,
+    }
+
+
+def _summary(delays: list[Arrival]) -> dict[str, Any]:
+    """Delays from report to arrival; the log's entry id holds the millisecond Redis appended
+    the event, which splits each into the worker's part (report to append) and the delivery
+    (append to subscriber)."""
+    total = [arrived - at for arrived, at, _ in delays]
+    appended = [(seq >> 20) / 1000 - at for _, at, seq in delays]
+    delivered = [arrived - (seq >> 20) / 1000 for arrived, _, seq in delays]
+    return {
         "events": len(delays),
-        **stats(total),
-        "report_to_append": stats(appended),
-        "append_to_subscriber": stats(delivered),
+        **_stats(total),
+        "report_to_append": _stats(appended),
+        "append_to_subscriber": _stats(delivered),
     }
 
 
@@ -284,7 +302,9 @@ def main() -> None:
     parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
     parser.add_argument("--reports", type=int, default=10, help="reports per agent")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
-    parser.add_argument("--paths", default="watch,sse,all", help="subscribers: watch, sse, all")
+    parser.add_argument(
+        "--paths", default="watch,sse,all,sse+all", help="subscribers: watch, sse, all, sse+all"
+    )
     parser.add_argument("--raw", type=Path, help="append every event's times to this file")
     args = parser.parse_args()
     sizes = [int(s) for s in args.agents.split(",") if s.strip()]
