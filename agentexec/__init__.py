@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agentexec.client import activity
+    from agentexec.client.approvals import approve, reject, resume
     from agentexec.client.cancel import cancel
     from agentexec.client.enqueue import enqueue
     from agentexec.client.watching import watch, watch_all
@@ -20,13 +21,17 @@ if TYPE_CHECKING:
     from agentexec.exceptions import (
         ActivityStoreError,
         AgentExecError,
+        ApprovalError,
+        ApprovalExpiredError,
         BrokerUnavailableError,
+        CheckpointTooLargeError,
         ContextTooLargeError,
         DeliveryLimitError,
         InvalidAgentIdError,
         InvalidContextError,
         InvalidRequestError,
         MaxTurnsError,
+        NotResumableError,
         TaskCanceledError,
         TaskError,
         TaskFailedError,
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
         UnknownTaskError,
     )
     from agentexec.runners import BaseAgentRunner, OpenAIRunner
+    from agentexec.runners.durable import idempotency_key
     from agentexec.states import Status
     from agentexec.tasks.app import app, create_app
     from agentexec.tasks.queues import Priority
@@ -53,6 +59,11 @@ __all__ = [
     "cancel",
     "create_app",
     "enqueue",
+    # Durable runs
+    "approve",
+    "reject",
+    "resume",
+    "idempotency_key",
     # Runners
     "BaseAgentRunner",
     "OpenAIRunner",
@@ -72,13 +83,17 @@ __all__ = [
     # Errors
     "ActivityStoreError",
     "AgentExecError",
+    "ApprovalError",
+    "ApprovalExpiredError",
     "BrokerUnavailableError",
+    "CheckpointTooLargeError",
     "ContextTooLargeError",
     "DeliveryLimitError",
     "InvalidAgentIdError",
     "InvalidContextError",
     "InvalidRequestError",
     "MaxTurnsError",
+    "NotResumableError",
     "TaskCanceledError",
     "TaskError",
     "TaskFailedError",
@@ -96,6 +111,10 @@ _SOURCES = {
     "app": "agentexec.tasks.app",
     "create_app": "agentexec.tasks.app",
     "cancel": "agentexec.client.cancel",
+    "approve": "agentexec.client.approvals",
+    "reject": "agentexec.client.approvals",
+    "resume": "agentexec.client.approvals",
+    "idempotency_key": "agentexec.runners.durable",
     "BaseAgentRunner": "agentexec.runners",
     "OpenAIRunner": "agentexec.runners",
     "close_redis": "agentexec.tasks.results",
@@ -110,13 +129,17 @@ _SOURCES = {
         (
             "ActivityStoreError",
             "AgentExecError",
+            "ApprovalError",
+            "ApprovalExpiredError",
             "BrokerUnavailableError",
+            "CheckpointTooLargeError",
             "ContextTooLargeError",
             "DeliveryLimitError",
             "InvalidAgentIdError",
             "InvalidContextError",
             "InvalidRequestError",
             "MaxTurnsError",
+            "NotResumableError",
             "TaskCanceledError",
             "TaskError",
             "TaskFailedError",

@@ -155,6 +155,18 @@ class Settings(BaseSettings):
     objects of live runs and streams, not the few hundred thousand of the imports: a
     thousand agents or streams in one process otherwise stall together for 100-300 ms."""
 
+    checkpoint_max_bytes: int = Field(default=8_388_608, ge=65_536)
+    """Largest checkpoint of a run (its conversation so far, as JSON). A run whose checkpoint
+    would be larger ends ERROR with `CheckpointTooLargeError`."""
+
+    checkpoint_retention: int = Field(default=604_800, ge=60)
+    """Seconds the checkpoint of a run that ended ERROR (or stopped at its turn limit) is
+    kept, for `ax.resume`. A completed or canceled run's checkpoint is removed at once."""
+
+    approval_timeout: float = Field(default=604_800.0, gt=0)
+    """Seconds a run may wait for its approvals before it ends ERROR "approval expired".
+    `@pool.task(..., approval_timeout=...)` overrides it."""
+
     projector_claim_idle: float = Field(default=30.0, gt=0)
     """Seconds an event may sit unacknowledged with a projector before another projector
     takes it over (its projector died). A live projector that waits for the database keeps

@@ -9,6 +9,10 @@ AgentExecError
 │   └── ContextTooLargeError  the context is over AGENTEXEC_MAX_CONTEXT_BYTES
 ├── DeliveryLimitError        the run's worker died with it too often
 ├── MaxTurnsError             the agent used all its turns without a final answer
+├── CheckpointTooLargeError   a run's checkpoint is over AGENTEXEC_CHECKPOINT_MAX_BYTES
+├── NotResumableError         `ax.resume` of a run that has no checkpoint or has not stopped
+├── ApprovalError             (also a ValueError) which approval is meant is unclear
+├── ApprovalExpiredError      a run waited for its approvals past its approval timeout
 ├── ActivityStoreError        the activity database is misconfigured
 │   └── MigrationError        its tables cannot be migrated as they are
 ├── BrokerUnavailableError    (also a ConnectionError) nothing could be queued
@@ -139,6 +143,63 @@ class MaxTurnsError(AgentExecError):
         super().__init__(
             f"the agent reached its limit of {max_turns} turns without a final answer {how}"
         )
+
+
+class CheckpointTooLargeError(AgentExecError):
+    """A run's checkpoint (its conversation so far) is over `AGENTEXEC_CHECKPOINT_MAX_BYTES`."""
+
+    _fields = ("size", "limit")
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the run's checkpoint is {size:,} bytes, over the limit of {limit:,} "
+            "(AGENTEXEC_CHECKPOINT_MAX_BYTES); raise it, or opt the task out with "
+            "@pool.task(..., checkpoint=False)"
+        )
+
+
+class NotResumableError(AgentExecError):
+    """`ax.resume` of a run that is not stopped, or that has no checkpoint to resume from."""
+
+    _fields = ("agent_id", "reason")
+
+    def __init__(self, agent_id: str, reason: str) -> None:
+        self.agent_id = agent_id
+        self.reason = reason
+        super().__init__(f"run {agent_id} cannot be resumed: {reason}")
+
+
+class ApprovalError(AgentExecError, ValueError):
+    """Which approval of a waiting run is meant is unclear: no call id while several calls
+    wait, or a call id that the run does not wait on."""
+
+    _fields = ("agent_id", "detail", "pending")
+
+    def __init__(self, agent_id: str, detail: str, pending: list[str]) -> None:
+        self.agent_id = agent_id
+        self.detail = detail
+        self.pending = pending
+        waiting = ", ".join(pending) or "none"
+        super().__init__(f"run {agent_id}: {detail}; pending calls: {waiting}")
+
+
+class ApprovalExpiredError(AgentExecError):
+    """A run waited for its approvals longer than its approval timeout."""
+
+    _fields = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"approval expired after {_duration(seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 class ActivityStoreError(AgentExecError):

@@ -90,9 +90,20 @@ class Keys:
         """Set: the runs a worker holds (running, reserved or waiting for an ETA)."""
         return self._key("held", worker)
 
-    def deliveries(self, agent_id: str, retries: int) -> str:
-        """String: how often one attempt of a run was delivered."""
-        return self._key("deliveries", agent_id, str(retries))
+    def deliveries(self, agent_id: str, retries: int, resumes: int = 0) -> str:
+        """String: how often one attempt of a run was delivered (an approval or `ax.resume`
+        starts a new count)."""
+        attempt = f"{retries}" if not resumes else f"{retries}r{resumes}"
+        return self._key("deliveries", agent_id, attempt)
+
+    def checkpoint(self, agent_id: str) -> str:
+        """Hash: a durable run's checkpoint, its pending approvals and how to queue it again."""
+        return self._key("checkpoint", agent_id)
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set: runs waiting for approvals, scored by when their wait expires."""
+        return self._key("waiting")
 
     @property
     def reaper_lock(self) -> str:

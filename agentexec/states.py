@@ -18,6 +18,8 @@ class Status(StrEnum):
     QUEUED = "QUEUED"
     #: A worker is running it; status reports keep it here.
     RUNNING = "RUNNING"
+    #: Stopped at a tool call that needs a person's approval; it holds no worker slot.
+    WAITING = "WAITING"
     #: Returned a result.
     COMPLETE = "COMPLETE"
     #: Raised, or its worker died and it will not be retried.
@@ -28,8 +30,10 @@ class Status(StrEnum):
 
 #: Statuses that end a run.
 TERMINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELED})
-#: Statuses of a run that has not ended.
+#: Statuses of a run in a queue or on a worker: what the reaper and `cancel_pending` check.
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+#: Statuses of a run that has not ended: active, or waiting for an approval.
+UNFINISHED = ACTIVE | {Status.WAITING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class StatusStyle:
 STATUS_STYLES: dict[Status, StatusStyle] = {
     Status.QUEUED: StatusStyle("cyan", "#f2f4f7", "#475467"),
     Status.RUNNING: StatusStyle("yellow", "#e0eaff", "#3538cd"),
+    Status.WAITING: StatusStyle("blue", "#fdf2fa", "#c11574"),
     Status.COMPLETE: StatusStyle("green", "#d1fadf", "#05603a"),
     Status.ERROR: StatusStyle("red", "#fee4e2", "#b42318"),
     Status.CANCELED: StatusStyle("magenta", "#fef0c7", "#93370d"),
@@ -64,6 +69,10 @@ class EventKind(StrEnum):
     REPORT = "report"
     #: An attempt failed and the run is queued again.
     RETRY = "retry"
+    #: It stopped for approvals (`Event.data["approvals"]`), holding no worker slot.
+    WAITING = "waiting"
+    #: A person decided one approval (`Event.data`: call_id, approved, message, by).
+    DECISION = "decision"
     #: It returned a result.
     COMPLETE = "complete"
     #: It raised, or could not run.
@@ -78,6 +87,7 @@ class EventKind(StrEnum):
 KIND_OF_STATUS = {
     Status.QUEUED: EventKind.RETRY,
     Status.RUNNING: EventKind.REPORT,
+    Status.WAITING: EventKind.WAITING,
     Status.COMPLETE: EventKind.COMPLETE,
     Status.ERROR: EventKind.ERROR,
     Status.CANCELED: EventKind.CANCELED,

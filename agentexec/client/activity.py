@@ -76,7 +76,11 @@ def detail(
         key = parse_agent_id(agent_id)
     except InvalidAgentIdError:
         return None
-    stmt = select(Activity).options(selectinload(Activity.logs)).where(Activity.agent_id == key)
+    stmt = (
+        select(Activity)
+        .options(selectinload(Activity.logs), selectinload(Activity.approvals))
+        .where(Activity.agent_id == key)
+    )
     if owner is not None:
         stmt = stmt.where(Activity.owner == owner)
     activity = session.scalar(stmt)

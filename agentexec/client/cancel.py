@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Iterable
 
+import redis
 from celery import states
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,8 +23,8 @@ from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import ActivityStoreError, UnknownAgentError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
-from agentexec.states import ACTIVE, EventKind, Status
-from agentexec.tasks import revoked
+from agentexec.states import UNFINISHED, EventKind, Status
+from agentexec.tasks import checkpoints, revoked
 from agentexec.tasks.app import app
 
 
@@ -67,10 +68,15 @@ def _cancel(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
     else:
         if row is None or (owner is not None and row.owner != owner):
             raise UnknownAgentError(agent_id)
-        if row.status not in ACTIVE:
+        if row.status not in UNFINISHED:
             return False
         status = row.status
     revoke_runs([agent_id], reason)
+    if status is not Status.RUNNING:  # a waiting run's stored state goes at once
+        try:
+            checkpoints.forget(runtime.events.client(), str(agent_id))
+        except redis.RedisError:
+            pass  # it expires; an approval finds the run CANCELED
     # A queued run is skipped by the worker that takes it; a running one is ended by its own.
     app.control.revoke(str(agent_id), terminate=True)
     if status is not Status.RUNNING:

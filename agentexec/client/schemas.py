@@ -39,10 +39,37 @@ class ActivityListItem(BaseModel):
     last_seq: int | None = None
 
 
+class ApprovalView(BaseModel):
+    """A tool call the run waited on (or waits on) for a person's decision."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    #: The model's id of the call: what `ax.approve(agent_id, call_id)` takes.
+    call_id: str
+    tool: str
+    #: The call's arguments as the model gave them (JSON text).
+    arguments: str
+    #: What the agent said last before it stopped.
+    agent_message: str | None = None
+    requested_at: datetime
+    #: None while pending; True approved; False rejected.
+    approved: bool | None = None
+    decision_message: str | None = None
+    #: Who decided, when known (the owner a router was scoped to, or `by=`).
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether nobody has decided yet."""
+        return self.approved is None
+
+
 class ActivityDetail(ActivityListItem):
-    """A run with its whole log, oldest first."""
+    """A run with its whole log, oldest first, and the approvals it asked for."""
 
     logs: list[ActivityLogView]
+    approvals: list[ApprovalView] = []
 
 
 class ActivityPage(BaseModel):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -92,6 +93,12 @@ class Activity(Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+    approvals: Mapped[list[Approval]] = relationship(
+        back_populates="activity",
+        order_by=lambda: [Approval.requested_seq, Approval.id],
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
 
 
 class ActivityLog(Base):
@@ -113,3 +120,36 @@ class ActivityLog(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     activity: Mapped[Activity] = relationship(back_populates="logs")
+
+
+class Approval(Base):
+    """One tool call a run waited on: asked for when it stopped, decided by a person."""
+
+    __tablename__ = f"{_PREFIX}activity_approval"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "call_id", name=f"uq_{_PREFIX}activity_approval_call"),
+    )
+
+    id: Mapped[int] = mapped_column(_LOG_ID, primary_key=True, autoincrement=True)
+    agent_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey(f"{_PREFIX}activity.agent_id", ondelete="CASCADE")
+    )
+    #: The model's id of the tool call.
+    call_id: Mapped[str] = mapped_column(String(255))
+    tool: Mapped[str] = mapped_column(String(255))
+    #: The call's arguments, as the model gave them (JSON text).
+    arguments: Mapped[str] = mapped_column(Text)
+    #: What the agent said last before it stopped, if anything.
+    agent_message: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Position in the event log of the WAITING event that asked.
+    requested_seq: Mapped[int] = mapped_column(BigInteger)
+    #: None while pending; True approved, False rejected.
+    approved: Mapped[bool | None] = mapped_column(Boolean)
+    #: The decider's message (for a rejection, what the model is told).
+    decision_message: Mapped[str | None] = mapped_column(Text)
+    #: Who decided: the owner the deciding request was scoped to, when known.
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    activity: Mapped[Activity] = relationship(back_populates="approvals")

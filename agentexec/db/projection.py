@@ -27,11 +27,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
-from agentexec.db.models import Activity, ActivityLog
+from agentexec.db.models import Activity, ActivityLog, Approval
 from agentexec.eventlog.event import Event
-from agentexec.states import TERMINAL, Status
+from agentexec.states import TERMINAL, EventKind, Status
 
 _ACTIVITY = Activity.__tablename__
 _LOG = ActivityLog.__tablename__
@@ -68,9 +68,73 @@ def apply(conn: Connection, events: Sequence[Event], *, synchronous_commit: bool
     rows = _run_rows(unique)
     if conn.dialect.name == "postgresql":
         _apply_pg(conn, unique, rows, synchronous_commit)
-        return
-    _upsert_runs(conn, rows)
-    _insert_logs(conn, unique)
+    else:
+        _upsert_runs(conn, rows)
+        _insert_logs(conn, unique)
+    approvals = [e for e in unique if e.data is not None]
+    if approvals:
+        _apply_approvals(conn, approvals)
+
+
+def _apply_approvals(conn: Connection, events: list[Event]) -> None:
+    """The approvals a WAITING event asks for, and the decisions of DECISION events.
+
+    Each side writes its own columns only, as an upsert: a decision applied before the
+    WAITING event that asked for it (two projectors) keeps both.
+    """
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for event in events:
+        data = event.data or {}
+        if event.kind is EventKind.WAITING:
+            asked = [
+                {
+                    "agent_id": event.agent_id,
+                    "call_id": str(a.get("call_id", "")),
+                    "tool": str(a.get("tool", "")),
+                    "arguments": str(a.get("arguments", "")),
+                    "agent_message": a.get("agent_message"),
+                    "requested_at": event.at,
+                    "requested_seq": event.seq,
+                }
+                for a in data.get("approvals", ())
+                if isinstance(a, dict)
+            ]
+            if asked:
+                stmt = insert(Approval)
+                asked_columns = (
+                    "tool",
+                    "arguments",
+                    "agent_message",
+                    "requested_at",
+                    "requested_seq",
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["agent_id", "call_id"],
+                        set_={k: stmt.excluded[k] for k in asked_columns},
+                    ),
+                    asked,
+                )
+        elif event.kind is EventKind.DECISION and "call_id" in data:
+            stmt = insert(Approval).values(
+                agent_id=event.agent_id,
+                call_id=str(data["call_id"]),
+                tool=str(data.get("tool", "")),
+                arguments="",
+                requested_at=event.at,
+                requested_seq=event.seq,
+                approved=bool(data.get("approved")),
+                decision_message=data.get("message"),
+                decided_by=data.get("by"),
+                decided_at=event.at,
+            )
+            keep = ("approved", "decision_message", "decided_by", "decided_at")
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["agent_id", "call_id"],
+                    set_={k: stmt.excluded[k] for k in keep},
+                )
+            )
 
 
 def _seq(event: Event) -> int:

@@ -42,6 +42,8 @@ class Event:
     at: datetime = dataclasses.field(default_factory=utcnow)
     #: Position in the log; None until the event is appended.
     seq: int | None = None
+    #: What a WAITING or DECISION event says about approvals (JSON data), else None.
+    data: dict[str, Any] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def terminal(self) -> bool:
@@ -70,6 +72,8 @@ class Event:
             event["worker"] = self.worker
         if self.owner is not None:
             event["owner"] = self.owner
+        if self.data is not None:
+            event["data"] = self.data
         return {_FIELD: json.dumps(event, ensure_ascii=False)}
 
     @classmethod
@@ -83,6 +87,9 @@ class Event:
         try:
             f = json.loads(fields.get(_FIELD_BYTES) or fields[_FIELD])
             percentage = f.get("percentage")
+            data = f.get("data")
+            if data is not None and not isinstance(data, dict):
+                raise TypeError(f"data is {type(data).__name__}, not an object")
             return cls(
                 agent_id=uuid.UUID(f["agent_id"]),
                 status=Status(f["status"]),
@@ -94,6 +101,7 @@ class Event:
                 owner=f.get("owner"),
                 at=datetime.fromtimestamp(float(f["at"]), UTC),
                 seq=seq,
+                data=data,
             )
         except (KeyError, TypeError, AttributeError, ValueError, OverflowError, OSError) as exc:
             raise ValueError(f"malformed event {fields!r}: {exc!r}") from exc

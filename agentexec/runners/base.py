@@ -17,6 +17,8 @@ from typing import Any
 
 from agentexec.client.activity import report
 from agentexec.ids import parse_agent_id
+from agentexec.tasks import checkpoints
+from agentexec.tasks.checkpoints import current_run
 
 REPORT_STATUS_PROMPT = (
     "Keep the user informed while you work. Before each step (each tool call, search or "
@@ -91,3 +93,29 @@ class BaseAgentRunner:
     async def run(self, agent: Any, input: Any, **kwargs: Any) -> Any:
         """Run `agent` on `input` and return the framework's result."""
         raise NotImplementedError
+
+    # The checkpoint hook. A runner for another framework makes its runs durable with these
+    # two: save at each turn boundary, and start from `load_checkpoint()` when it has one.
+
+    async def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Store `state` (JSON data) as this run's checkpoint, replacing the last one.
+
+        Durable across worker and Redis restarts (with Redis's append-only file); removed
+        when the run completes or is canceled. Outside an agentexec worker, or in a task
+        declared with `checkpoint=False`, it does nothing.
+
+        Raises:
+            CheckpointTooLargeError: `state` is over `AGENTEXEC_CHECKPOINT_MAX_BYTES`.
+        """
+        scope = current_run.get()
+        if scope is not None and scope.checkpoint and scope.agent_id == str(self.agent_id):
+            await checkpoints.save(scope, state)
+
+    async def load_checkpoint(self) -> checkpoints.Stored | None:
+        """The checkpoint this run left on an earlier delivery (`.state`, the dict given to
+        `save_checkpoint`, with `v` added), with any approval decisions and the turns
+        `ax.resume` gave it; None outside an agentexec worker."""
+        scope = current_run.get()
+        if scope is None or scope.agent_id != str(self.agent_id):
+            return None
+        return await checkpoints.load(scope.agent_id)

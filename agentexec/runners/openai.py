@@ -12,14 +12,19 @@ from agents import Agent, FunctionTool, RunConfig, Runner, RunResult
 from agents.exceptions import MaxTurnsExceeded
 from agents.items import TResponseInputItem
 from agents.result import RunResultStreaming
+from agents.run_state import RunState
 from agents.stream_events import StreamEvent
 from pydantic import BaseModel, ValidationError
 
 from agentexec.exceptions import MaxTurnsError
 from agentexec.runners.base import BaseAgentRunner
+from agentexec.runners.durable import DurableRun
 
 EventCallback = Callable[[StreamEvent], Awaitable[None] | None]
 R = TypeVar("R")
+Input = str | list[TResponseInputItem]
+#: One run of the SDK: `attempt(agent, input or state, max_turns)`.
+Attempt = Callable[[Agent[Any], "Input | RunState[Any, Agent[Any]]", int], Awaitable[R]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +72,12 @@ class OpenAIRunner(BaseAgentRunner):
         """
         options = {"context": context, "run_config": run_config, **kwargs}
 
-        async def attempt(given: str | list[TResponseInputItem], turns: int) -> RunResult:
-            return await Runner.run(agent, given, max_turns=turns, **options)
+        async def attempt(
+            run_agent: Agent[Any], given: Input | RunState[Any, Agent[Any]], turns: int
+        ) -> RunResult:
+            return await Runner.run(run_agent, given, max_turns=turns, **options)
 
-        return await self._with_recovery(attempt, input, max_turns)
+        return await self._durable(attempt, agent, input, max_turns, options)
 
     async def run_streamed(
         self,
@@ -89,31 +96,59 @@ class OpenAIRunner(BaseAgentRunner):
         """
         options = {"context": context, "run_config": run_config, **kwargs}
 
-        async def attempt(given: str | list[TResponseInputItem], turns: int) -> RunResultStreaming:
-            return await self._stream(agent, given, turns, on_event, options)
+        async def attempt(
+            run_agent: Agent[Any], given: Input | RunState[Any, Agent[Any]], turns: int
+        ) -> RunResultStreaming:
+            return await self._stream(run_agent, given, turns, on_event, options)
 
-        return await self._with_recovery(attempt, input, max_turns)
+        return await self._durable(attempt, agent, input, max_turns, options)
+
+    async def _durable(
+        self,
+        attempt: Attempt[R],
+        agent: Agent[Any],
+        input: Input,
+        max_turns: int,
+        options: dict[str, Any],
+    ) -> R:
+        """Run `attempt` from the run's checkpoint (if it has one), checkpointing each turn;
+        stop for approvals. Outside an agentexec worker, just `attempt`, with recovery."""
+        durable = DurableRun.of(self, options.pop("hooks", None))
+        if durable is None:
+            return await self._with_recovery(attempt, agent, input, max_turns)
+        options["hooks"] = durable.hooks()
+        agent, given, turns = await durable.start(agent, input, max_turns)
+        result = await self._with_recovery(attempt, agent, given, turns, durable)
+        await durable.finished(result)
+        return result
 
     async def _with_recovery(
         self,
-        attempt: Callable[[str | list[TResponseInputItem], int], Awaitable[R]],
-        input: str | list[TResponseInputItem],
+        attempt: Attempt[R],
+        agent: Agent[Any],
+        input: Input | RunState[Any, Agent[Any]],
         max_turns: int,
+        durable: DurableRun | None = None,
     ) -> R:
         """Run `attempt`; at the turn limit, wrap up (or fail) as the runner is configured."""
         try:
-            return await attempt(input, max_turns)
+            return await attempt(agent, input, max_turns)
         except MaxTurnsExceeded as exc:
+            if durable is not None:
+                await durable.at_turn_limit(exc)
             wrap_up = self._wrap_up_input(exc, max_turns)
+            last_agent = exc.run_data.last_agent if exc.run_data is not None else agent
         try:
-            return await attempt(wrap_up, self.recovery_turns)
+            return await attempt(last_agent, wrap_up, self.recovery_turns)
         except MaxTurnsExceeded as exc:
+            if durable is not None:
+                await durable.at_turn_limit(exc)
             raise MaxTurnsError(max_turns, recovered=True) from exc
 
     async def _stream(
         self,
         agent: Agent[Any],
-        input: str | list[TResponseInputItem],
+        input: Input | RunState[Any, Agent[Any]],
         max_turns: int,
         on_event: EventCallback | None,
         options: dict[str, Any],

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 AGENT_HEADER = "agentexec"
 #: Message header with the run's owner, when it has one.
 OWNER_HEADER = "agentexec_owner"
+#: Message header of a run queued again to resume (after its approvals, or `ax.resume`):
+#: how many times it was, so each resume counts its own deliveries.
+RESUME_HEADER = "agentexec_resumes"
 #: The attribute that marks a task class as an agent task (`AgentTask` sets it).
 AGENT_MARK = "agentexec_agent"
 
@@ -75,14 +78,18 @@ class QueuedRecorder:
         self, sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
     ) -> None:
         """Put the run's QUEUED event in the message's headers: the transport appends it."""
-        if headers is None or not is_agent_task(self.app, sender):
+        if headers is None or not (is_agent_task(self.app, sender) or headers.get(RESUME_HEADER)):
             return
         headers[AGENT_HEADER] = 1
         retries = headers.get("retries") or 0
+        if headers.get(RESUME_HEADER):
+            message = "Queued again to resume"
+        else:
+            message = f"Retry {retries} queued" if retries else "Task queued"
         event = Event(
             parse_agent_id(headers["id"]),
             Status.QUEUED,
-            f"Retry {retries} queued" if retries else "Task queued",
+            message,
             kind=EventKind.RETRY if retries else EventKind.QUEUED,
             task=str(sender),
             owner=headers.get(OWNER_HEADER),
@@ -93,7 +100,9 @@ class QueuedRecorder:
         self, sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any
     ) -> None:
         """Write the QUEUED row before the publish returns (in a batch, after its flush)."""
-        if headers is None or EVENT_HEADER not in headers or not is_agent_task(self.app, sender):
+        if headers is None or EVENT_HEADER not in headers:
+            return
+        if not (is_agent_task(self.app, sender) or headers.get(RESUME_HEADER)):
             return
         rows = getattr(_deferred, "rows", None)
         if rows is not None:

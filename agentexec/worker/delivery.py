@@ -50,6 +50,7 @@ def admit(
     retries: int,
     hostname: str | None,
     running_here: Callable[[str], bool],
+    resumes: int = 0,
 ) -> int | None:
     """Count a delivery of this attempt of a run; None when it must not run (it finished).
 
@@ -64,9 +65,10 @@ def admit(
         retries: which attempt of it.
         hostname: this worker's node name.
         running_here: whether a run is running in this process.
+        resumes: how often the run was queued again to resume (each counts afresh).
     """
     settings = get_settings()
-    key = settings.keys.deliveries(agent_id, retries)
+    key = settings.keys.deliveries(agent_id, retries, resumes)
     try:
         count = _incr(key, settings.result_expires, 1)
         if count > 1:
@@ -132,9 +134,9 @@ def release_delivery(agent_id: str) -> None:
         _last_chance.release()
 
 
-def uncount_delivery(agent_id: str, retries: int) -> None:
+def uncount_delivery(agent_id: str, retries: int, resumes: int = 0) -> None:
     """Take back a delivery that ended cleanly without running out (requeued at shutdown)."""
-    key = get_settings().keys.deliveries(agent_id, retries)
+    key = get_settings().keys.deliveries(agent_id, retries, resumes)
     try:
         events_client().decr(key)
     except redis.RedisError as exc:

@@ -18,14 +18,19 @@ import concurrent.futures
 import logging
 import random
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
+import redis
 from celery.exceptions import Ignore, Reject
 from pydantic_core import to_jsonable_python
 
 from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError
 from agentexec.states import Status
+from agentexec.tasks import checkpoints
+from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
+from agentexec.tasks.queued import OWNER_HEADER, RESUME_HEADER
 from agentexec.tasks.task import AgentTask, validate_for
 from agentexec.worker import delivery
 from agentexec.worker.loop import EventLoopThread
@@ -64,9 +69,10 @@ class Execution:
             lost = DeliveryLimitError(agent_id, deliveries - 1)
             record_finished(task, lost)
             raise lost
+        scope = _scope(task, args, kwargs, deliveries)
         try:
             context = validate_for(task, args, kwargs)
-            coroutine = task.agent_fn(uuid.UUID(agent_id), context)
+            coroutine = _in_scope(scope, task.agent_fn(uuid.UUID(agent_id), context))
             label = f"agent {agent_id} (task {task.name})"
             value = to_jsonable_python(self.loop.run(coroutine, key=agent_id, label=label))
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
@@ -75,15 +81,22 @@ class Execution:
                 self._requeued(task)
                 raise Reject(REQUEUED_AT_SHUTDOWN, requeue=True) from None
             # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
+            _checkpoint_ends(scope, kept=False)
             raise Ignore() from None
+        except RunSuspended as suspended:
+            _waiting(task, suspended)
+            raise Ignore() from None  # acknowledged: the approvals queue it again
         except Exception as exc:
             delay = _transient_retry_delay(task, exc)
             if delay is not None:
                 record_finished(task, exc, retrying=True, delay=delay)
                 raise task.retry(exc=exc, countdown=delay, max_retries=_retries(task)) from exc
-            record_finished(task, exc, retrying=_will_retry(task, exc))
+            retrying = _will_retry(task, exc)
+            record_finished(task, exc, retrying=retrying)
+            _checkpoint_ends(scope, kept=True)
             raise
         record_finished(task)
+        _checkpoint_ends(scope, kept=False)
         return value
 
     def _requeued(self, task: AgentTask) -> None:
@@ -92,9 +105,71 @@ class Execution:
         request: Any = task.request
         journal = getattr(request, "agentexec_journal", None)
         record_end(request.id, Status.QUEUED, "Requeued at shutdown", journal=journal)
-        delivery.uncount_delivery(str(request.id), request.retries or 0)
+        resumes = int(getattr(request, RESUME_HEADER, 0) or 0)
+        delivery.uncount_delivery(str(request.id), request.retries or 0, resumes)
         request.agentexec_recorded = True
         logger.warning("agent %s requeued at shutdown", request.id)
+
+
+def _scope(
+    task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any], deliveries: int
+) -> RunScope:
+    """What the agent's runner needs to know of this delivery to checkpoint and suspend it."""
+    request: Any = task.request
+    info = request.delivery_info or {}
+    timeout = getattr(task, "approval_timeout", None)
+    return RunScope(
+        agent_id=str(request.id),
+        task=task.name,
+        delivery=max(1, deliveries),
+        checkpoint=bool(getattr(task, "checkpoint", True)),
+        approval_timeout=float(timeout or get_settings().approval_timeout),
+        request={
+            "task": task.name,
+            "context": args[0] if args else kwargs.get("context"),
+            "queue": info.get("routing_key"),
+            "priority": info.get("priority"),
+            "owner": getattr(request, OWNER_HEADER, None),
+            "retries": request.retries or 0,
+            "resumes": int(getattr(request, RESUME_HEADER, 0) or 0),
+        },
+    )
+
+
+async def _in_scope(scope: RunScope, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coroutine` as the run `scope` describes (`checkpoints.current_run`)."""
+    current_run.set(scope)
+    return await coroutine
+
+
+def _waiting(task: AgentTask, suspended: RunSuspended) -> None:
+    """Record that the run waits for approvals; its delivery then ends."""
+    request: Any = task.request
+    calls = ", ".join(a["tool"] for a in suspended.approvals)
+    record_end(
+        request.id,
+        Status.WAITING,
+        f"Waiting for approval: {calls}",
+        journal=getattr(request, "agentexec_journal", None),
+        data={"approvals": suspended.approvals},
+    )
+    request.agentexec_recorded = True
+
+
+def _checkpoint_ends(scope: RunScope, *, kept: bool) -> None:
+    """A run that used checkpoints ended: drop them (or keep a failed run's for resume)."""
+    if not scope.stored:
+        return
+    client = delivery.events_client()
+    try:
+        if kept:
+            checkpoints.remember_request(client, scope.agent_id, scope.request)
+            checkpoints.keep(client, scope.agent_id)
+        else:
+            checkpoints.forget(client, scope.agent_id)
+    except redis.RedisError as exc:
+        logger.warning("checkpoint of %s not %s: %s", scope.agent_id,
+                       "kept" if kept else "removed", exc)  # fmt: skip
 
 
 def _retries(task: AgentTask) -> int:

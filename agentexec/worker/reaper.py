@@ -29,12 +29,13 @@ from sqlalchemy.orm import Session
 from agentexec.config import get_settings
 from agentexec.db.models import Activity
 from agentexec.eventlog.event import Event, seq_of
-from agentexec.exceptions import describe
+from agentexec.exceptions import ApprovalExpiredError, describe
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
+from agentexec.tasks import checkpoints
 from agentexec.tasks.presence import final_results, message_copies, pending_ids
 from agentexec.worker.delivery import events_client, has_finished
-from agentexec.worker.recording import TASK_COMPLETED
+from agentexec.worker.recording import TASK_COMPLETED, record_end
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Reaper:
         lock = settings.keys.reaper_lock
         if not client.set(lock, os.getpid(), nx=True, px=int(settings.reaper_interval * 900)):
             return []
+        self._expire_waiting(client)
         runtime = get_runtime()
         grace = datetime.now(UTC) - timedelta(seconds=settings.reaper_interval)
         with Session(runtime.engine) as session:
@@ -110,6 +112,18 @@ class Reaper:
             pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
             pipe.execute()
         return self._end(confirmed, missing, finals)
+
+    def _expire_waiting(self, client: redis.Redis) -> None:
+        """End ERROR the runs whose wait for approvals expired."""
+        for agent_id in checkpoints.expired(client, time.time()):
+            request = checkpoints.waiting_since(client, agent_id)
+            seconds = request.get("approval_timeout") or get_settings().approval_timeout
+            error = ApprovalExpiredError(float(seconds))
+            checkpoints.forget(client, agent_id)
+            record_end(agent_id, Status.ERROR, str(error), task=request.get("task"))
+            if self.app.backend.get_state(agent_id) not in states.READY_STATES:
+                self.app.backend.mark_as_failure(agent_id, error)
+            logger.warning("run %s: %s", agent_id, error)
 
     def _end(
         self,

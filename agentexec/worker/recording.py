@@ -39,6 +39,7 @@ def record_end(
     *,
     task: str | None = None,
     journal: Journal | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """Append a run's last event, then write its journal and that event to SQL; wait for
     both. While the log's Redis is unreachable the end goes to SQL alone."""
@@ -52,6 +53,7 @@ def record_end(
         kind=KIND_OF_STATUS[status],
         task=task,
         worker=runtime.worker,
+        data=data,
     )
     appended = runtime.appender.record(event, TERMINAL_WAIT)
     events = runtime.appender.end_journal(agent_id, journal)

@@ -31,7 +31,7 @@ from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
 from agentexec.tasks import revoked
-from agentexec.tasks.queued import AGENT_HEADER, OWNER_HEADER, is_agent_task
+from agentexec.tasks.queued import AGENT_HEADER, OWNER_HEADER, RESUME_HEADER, is_agent_task
 from agentexec.worker import delivery
 from agentexec.worker.process import AgentWorker
 from agentexec.worker.recording import TASK_COMPLETED, record_end, was_recorded
@@ -82,7 +82,10 @@ class WorkerSignals:
         agent_id = parse_agent_id(task_id)
         loop = self.worker.loop
         retries = request.retries or 0
-        deliveries = delivery.admit(self.app, task_id, retries, request.hostname, loop.is_running)
+        resumes = int(getattr(request, RESUME_HEADER, 0) or 0)
+        deliveries = delivery.admit(
+            self.app, task_id, retries, request.hostname, loop.is_running, resumes
+        )
         request.agentexec_execute = self.worker.execute
         if deliveries is None:
             # Delivered again after it finished (its ack was lost): acknowledge it unrun.

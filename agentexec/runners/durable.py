@@ -1,0 +1,239 @@
+"""Durable runs for the Agents SDK: turn checkpoints, resume, and stopping for approvals.
+
+**Turn checkpoints.** Just before each model call after the first, the conversation the model
+is about to be sent (the original input, every model response and every tool result so far)
+is the run's checkpoint: everything a completed turn produced, and all the SDK needs to go
+on (`Runner.run(agent, input=history)`, the SDK's own way to continue a conversation). It is
+written before the call is made, so a worker that dies at any point loses at most the turn
+in progress: a new delivery resumes with the same history, repeats at most that one model
+call, and never runs a tool of a completed turn again. The user's code needs no determinism:
+the task body runs again from its start, and `runner.run` picks up from the checkpoint.
+
+**Approvals.** When the agent calls a tool declared with the SDK's
+`@function_tool(needs_approval=True)`, the SDK stops the run with `interruptions`. The runner
+then stores the SDK's own `RunState` (`to_json`), lists the pending calls, and raises
+`RunSuspended`: the worker records WAITING and ends the delivery, so the run holds no slot.
+Once every call is decided (`ax.approve`, `ax.reject`) the run is queued again; its next
+delivery loads the state, applies the decisions (`RunState.approve`, `RunState.reject`) and
+goes on.
+
+Limits, documented in docs/durable-runs.md: the checkpoint is the conversation as the model
+is sent it, so a `call_model_input_filter` that drops items resumes without them, and a run
+that keeps its conversation on the server (`previous_response_id`, `conversation_id`)
+resumes with what was last sent. After a handoff the run resumes with the agent that was
+talking, found by name among the starting agent's handoffs (else the starting agent).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from agents import Agent, ItemHelpers, RunHooks
+from agents.exceptions import MaxTurnsExceeded
+from agents.items import TResponseInputItem
+from agents.run_state import RunState
+from agents.tool_context import ToolContext
+
+from agentexec.runners.base import BaseAgentRunner
+from agentexec.tasks import checkpoints
+from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
+
+logger = logging.getLogger(__name__)
+
+Input = str | list[TResponseInputItem]
+
+
+def idempotency_key(context: ToolContext[Any]) -> str:
+    """A key for one tool call of one run: the run's id and the model's call id.
+
+    A tool with side effects (an email, a payment, a row written) can pass it to the service it
+    calls, so that a call repeated after a crash (tools of the interrupted turn run at least
+    once) is recognized. Outside an agentexec worker the run id is `local`.
+    """
+    scope = current_run.get()
+    return f"{scope.agent_id if scope else 'local'}:{context.tool_call_id}"
+
+
+class DurableRun:
+    """One `runner.run` call of a durable run: where it starts, its checkpoints, its end."""
+
+    def __init__(self, runner: BaseAgentRunner, scope: RunScope, hooks: Any) -> None:
+        self.runner = runner
+        self.scope = scope
+        self.user_hooks = hooks
+        #: Turns completed before this delivery started.
+        self.done = 0
+        #: Model calls this delivery has started.
+        self.calls = 0
+        self.max_turns = 0
+
+    @classmethod
+    def of(cls, runner: BaseAgentRunner, hooks: Any = None) -> DurableRun | None:
+        """The durable run of `runner`, when it runs in an agentexec worker for its own run."""
+        scope = current_run.get()
+        if scope is None or scope.agent_id != str(runner.agent_id):
+            return None
+        return cls(runner, scope, hooks)
+
+    async def start(
+        self, agent: Agent[Any], input: Input, max_turns: int
+    ) -> tuple[Agent[Any], Input | RunState[Any, Agent[Any]], int]:
+        """The agent, input and turn limit to run with: from the checkpoint, if any."""
+        self.max_turns = max_turns
+        stored = await self.runner.load_checkpoint()
+        state = stored.state if stored is not None else None
+        if state is None:
+            return agent, input, max_turns
+        self.done = int(state.get("turn", 0))
+        turns = stored.max_turns if stored and stored.max_turns else max(1, max_turns - self.done)
+        self.max_turns = self.done + turns
+        self.runner.report_status(
+            f"Resumed at turn {self.done + 1} (delivery {self.scope.delivery})"
+        )
+        if state.get("kind") == "state":
+            run_state = await RunState.from_json(agent, state["state"])
+            _decide(run_state, stored.decisions if stored else [])
+            run_state._max_turns = run_state._current_turn + turns
+            return agent, run_state, turns
+        current = _find_agent(agent, str(state.get("agent", ""))) or agent
+        return current, list(state.get("input") or []), turns
+
+    def hooks(self) -> RunHooks[Any]:
+        """Hooks that checkpoint each turn, and call the user's own."""
+        return _CheckpointHooks(self, self.user_hooks)
+
+    async def turn_starts(self, agent: Agent[Any], input_items: list[TResponseInputItem]) -> None:
+        """A model call is about to be made: every turn before it is complete."""
+        self.calls += 1
+        if self.calls == 1 or not self.scope.checkpoint:
+            return  # nothing new since the input or the checkpoint this delivery started from
+        await self.runner.save_checkpoint(
+            {
+                "kind": "history",
+                "turn": self.done + self.calls - 1,
+                "agent": agent.name,
+                "input": input_items,
+                "max_turns": self.max_turns,
+            }
+        )
+
+    async def at_turn_limit(self, exc: MaxTurnsExceeded) -> None:
+        """Keep the whole conversation, so `ax.resume` goes on from the last turn."""
+        data = exc.run_data
+        if data is None or not self.scope.checkpoint:
+            return
+        history: list[TResponseInputItem] = (
+            [{"role": "user", "content": data.input}]
+            if isinstance(data.input, str)
+            else list(data.input)
+        )
+        history += [item.to_input_item() for item in data.new_items]
+        await self.runner.save_checkpoint(
+            {
+                "kind": "history",
+                "turn": self.done + self.calls,
+                "agent": data.last_agent.name,
+                "input": history,
+                "max_turns": self.max_turns,
+            }
+        )
+
+    async def finished(self, result: Any) -> None:
+        """Stop the run for its approvals, if the SDK interrupted it for some."""
+        interruptions = list(getattr(result, "interruptions", None) or ())
+        if not interruptions:
+            return
+        said = ItemHelpers.text_message_outputs(result.new_items).strip() or None
+        approvals = [
+            {
+                "call_id": str(getattr(item.raw_item, "call_id", None) or item.raw_item.id),
+                "tool": item.tool_name or "",
+                "arguments": str(getattr(item.raw_item, "arguments", "") or ""),
+                "agent_message": said,
+            }
+            for item in interruptions
+        ]
+        state = result.to_state()
+        await checkpoints.suspend(
+            self.scope,
+            {
+                "kind": "state",
+                "turn": self.done + self.calls,
+                "agent": result.last_agent.name,
+                "state": state.to_json(),
+                "max_turns": self.max_turns,
+            },
+            approvals,
+        )
+        raise RunSuspended(self.scope.agent_id, approvals)
+
+
+class _CheckpointHooks(RunHooks[Any]):
+    """Checkpoints at each turn boundary; every callback also goes to the user's hooks."""
+
+    def __init__(self, run: DurableRun, inner: Any) -> None:
+        self.run = run
+        self.inner = inner
+
+    async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, items: Any) -> None:
+        await self.run.turn_starts(agent, items)
+        if self.inner is not None:
+            await self.inner.on_llm_start(context, agent, system_prompt, items)
+
+    async def on_llm_end(self, context: Any, agent: Any, response: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_llm_end(context, agent, response)
+
+    async def on_agent_start(self, context: Any, agent: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_agent_start(context, agent)
+
+    async def on_agent_end(self, context: Any, agent: Any, output: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_agent_end(context, agent, output)
+
+    async def on_handoff(self, context: Any, from_agent: Any, to_agent: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_handoff(context, from_agent, to_agent)
+
+    async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_tool_start(context, agent, tool)
+
+    async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
+        if self.inner is not None:
+            await self.inner.on_tool_end(context, agent, tool, result)
+
+
+def _decide(state: RunState[Any, Agent[Any]], decisions: list[dict[str, Any]]) -> None:
+    """Apply the people's decisions to the interruptions of a stored RunState."""
+    by_call = {str(d.get("call_id")): d for d in decisions}
+    for item in state.get_interruptions():
+        call_id = str(getattr(item.raw_item, "call_id", None) or getattr(item.raw_item, "id", ""))
+        decision = by_call.get(call_id)
+        if decision is None:
+            continue  # undecided: the SDK stops for it again
+        if decision.get("approved"):
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=decision.get("message") or None)
+
+
+def _find_agent(start: Agent[Any], name: str) -> Agent[Any] | None:
+    """The agent called `name` among `start` and the agents its handoffs reach."""
+    for agent in _reachable(start, set()):
+        if agent.name == name:
+            return agent
+    return None
+
+
+def _reachable(agent: Agent[Any], seen: set[int]) -> Iterator[Agent[Any]]:
+    if id(agent) in seen:
+        return
+    seen.add(id(agent))
+    yield agent
+    for handoff in agent.handoffs:
+        if isinstance(handoff, Agent):
+            yield from _reachable(handoff, seen)
