@@ -14,7 +14,7 @@ from agentexec.cli.db import create_tables, db
 from agentexec.cli.demo import demo
 from agentexec.cli.flower import flower
 from agentexec.cli.purge import purge
-from agentexec.cli.runs import cancel, list_runs, result, show
+from agentexec.cli.runs import approve, cancel, list_runs, result, resume, show
 from agentexec.cli.tail import tail
 from agentexec.cli.worker import project, worker
 
@@ -39,7 +39,8 @@ def main() -> None:
 
 
 for command in (
-    list_runs, show, tail, cancel, result, purge, worker, project, check, db, demo, flower,
+    list_runs, show, tail, cancel, approve, resume, result, purge, worker, project, check, db,
+    demo, flower,
 ):  # fmt: skip
     main.add_command(command)
 main.add_command(create_tables)

@@ -1,4 +1,5 @@
-"""Commands about runs: `list`, `show`, `cancel` and `result` (and `tail`, in its module)."""
+"""Commands about runs: `list`, `show`, `cancel`, `approve`, `resume` and `result` (and
+`tail`, in its module)."""
 
 from __future__ import annotations
 
@@ -146,6 +147,95 @@ def show(agent_id: uuid.UUID, app_module: str | None, owner: str | None, as_json
             shown(log.message),
         )
     out.print(table)
+    if activity.approvals:
+        out.print("\n[bold]approvals[/bold]")
+        for asked in activity.approvals:
+            if asked.approved is None:
+                verdict = "[bold]pending[/bold]"
+            else:
+                verdict = "approved" if asked.approved else "rejected"
+                verdict += f" by {shown(asked.decided_by)}" if asked.decided_by else ""
+            out.print(
+                f"  {shown(asked.call_id)}  {shown(asked.tool)}({shown(asked.arguments)})  "
+                f"{verdict}"
+            )
+            if asked.decision_message:
+                out.print(f"    {shown(asked.decision_message)}")
+
+
+@click.command()
+@id_argument
+@click.argument("call_id", required=False)
+@app_option
+@click.option("--reject", "rejected", is_flag=True, help="Reject the call instead.")
+@click.option("--message", default=None, help="A note; for a rejection, what the model is told.")
+@owner_option
+def approve(
+    agent_id: uuid.UUID,
+    call_id: str | None,
+    app_module: str | None,
+    rejected: bool,
+    message: str | None,
+    owner: str | None,
+) -> None:
+    """Approve (or --reject) a tool call a WAITING run waits on.
+
+    CALL_ID may be left out when the run waits on one call only (`agentexec show ID` lists
+    them). Once every call is decided, the run is queued again and goes on.
+
+    \b
+    Examples:
+      agentexec approve 3f2c9a4e-...
+      agentexec approve 3f2c9a4e-... call_8Yx --reject --message "not to that address"
+    """
+    import asyncio
+
+    from agentexec.client.approvals import approve as approve_call
+    from agentexec.client.approvals import reject as reject_call
+    from agentexec.exceptions import ApprovalError
+
+    load_app(app_module)
+    decide = reject_call if rejected else approve_call
+    try:
+        decided = asyncio.run(decide(agent_id, call_id, message=message, owner=owner))
+    except ApprovalError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyError:
+        raise click.ClickException(f"no run {agent_id}") from None
+    if not decided:
+        raise click.ClickException(f"{agent_id} waits for no such decision (decided already?)")
+    click.echo(f"{'rejected' if rejected else 'approved'} {call_id or 'the pending call'} "
+               f"of {agent_id}")  # fmt: skip
+
+
+@click.command()
+@id_argument
+@app_option
+@click.option(
+    "--max-turns", type=click.IntRange(min=1), default=None,
+    help="Turns it may take from here (default: its own limit).",
+)  # fmt: skip
+def resume(agent_id: uuid.UUID, app_module: str | None, max_turns: int | None) -> None:
+    """Continue a run that ended ERROR at a turn boundary (its turn limit, say) from its
+    last checkpoint.
+
+    \b
+    Example:
+      agentexec resume 3f2c9a4e-... --max-turns 10
+    """
+    import asyncio
+
+    from agentexec.client.approvals import resume as resume_run
+    from agentexec.exceptions import NotResumableError
+
+    load_app(app_module)
+    try:
+        asyncio.run(resume_run(agent_id, max_turns=max_turns))
+    except NotResumableError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyError:
+        raise click.ClickException(f"no run {agent_id}") from None
+    click.echo(f"queued {agent_id} again to resume")
 
 
 @click.command()

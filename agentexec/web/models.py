@@ -89,6 +89,25 @@ class Canceled(BaseModel):
     canceled: bool = True
 
 
+class DecisionBody(BaseModel):
+    """A person's decision on one tool call a run waits on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: True runs the tool; False rejects it.
+    approve: bool
+    #: A note kept with the decision; for a rejection, what the model is told.
+    message: str | None = Field(default=None, max_length=2_000)
+
+
+class Decision(BaseModel):
+    """A decision that was recorded."""
+
+    agent_id: uuid.UUID
+    call_id: str
+    approved: bool
+
+
 class AgentEvent(BaseModel):
     """One change of one run, as sent on the event streams (SSE `data`, WebSocket messages):
     an `Event`, read from its attributes (`AgentEvent.model_validate(event)`)."""

@@ -27,12 +27,13 @@ from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from agentexec.client.approvals import approve, reject
 from agentexec.client.cancel import cancel
 from agentexec.client.enqueue import enqueue
 from agentexec.client.watching import ended, watch, watch_all
 from agentexec.config import get_settings
 from agentexec.eventlog.hub import get_hub
-from agentexec.exceptions import InvalidRequestError, TaskCanceledError, TaskError
+from agentexec.exceptions import ApprovalError, InvalidRequestError, TaskCanceledError, TaskError
 from agentexec.ids import parse_agent_id, parse_owner
 from agentexec.runtime import freeze_startup_objects
 from agentexec.states import Status
@@ -48,6 +49,8 @@ from agentexec.web.models import (
     AgentPage,
     AgentResultBody,
     Canceled,
+    Decision,
+    DecisionBody,
     Enqueued,
     ErrorBody,
     RunEndedBody,
@@ -280,6 +283,31 @@ def create_router(
         if not canceled:
             raise HTTPException(409, f"agent {key} has already ended")
         return Canceled(agent_id=key)
+
+    @router.post(
+        "/{agent_id}/approvals/{call_id}",
+        response_model=Decision,
+        dependencies=write,
+        summary="Approve or reject a tool call a run waits on",
+        responses={**_NOT_FOUND, 409: {"model": ErrorBody, "description": "Decided already"}},
+    )
+    async def decide_approval(
+        agent_id: str, call_id: str, body: DecisionBody, who: Owner
+    ) -> Decision:
+        """Decide one pending tool call of a WAITING run (`approvals` in its detail). Once every
+        call is decided, the run is queued again and continues; a rejected tool never runs,
+        and the model is told `message`."""
+        try:
+            key = parse_agent_id(agent_id)
+            decide = approve if body.approve else reject
+            decided = await decide(key, call_id, message=body.message, owner=who)
+        except ApprovalError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except KeyError:
+            raise HTTPException(404, f"no run has the id {agent_id!r}") from None
+        if not decided:
+            raise HTTPException(409, f"call {call_id!r} of agent {key} is not pending")
+        return Decision(agent_id=key, call_id=call_id, approved=body.approve)
 
     @router.get(
         "/{agent_id}/events", dependencies=read, response_class=StreamingResponse,
