@@ -32,7 +32,10 @@ def test_activity_functions() -> None:
 
 
 def test_statuses_are_the_strings_the_guide_compares() -> None:
-    assert [s.value for s in ax.Status] == ["QUEUED", "RUNNING", "COMPLETE", "ERROR", "CANCELED"]
+    # The guide's five, and WAITING: a run stopped for a person's approval.
+    assert [s.value for s in ax.Status] == [
+        "QUEUED", "RUNNING", "WAITING", "COMPLETE", "ERROR", "CANCELED"
+    ]  # fmt: skip
 
 
 def test_errors_share_one_base() -> None:
