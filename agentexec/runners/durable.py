@@ -4,9 +4,12 @@
 is about to be sent (the original input, every model response and every tool result so far)
 is the run's checkpoint: everything a completed turn produced, and all the SDK needs to go
 on (`Runner.run(agent, input=history)`, the SDK's own way to continue a conversation). It is
-written before the call is made, so a worker that dies at any point loses at most the turn
-in progress: a new delivery resumes with the same history, repeats at most that one model
-call, and never runs a tool of a completed turn again. The user's code needs no determinism:
+written before the call is made. When the model's response asks for tool calls, the response
+is stored too, as soon as it arrives. A worker that dies at any point loses at most the turn
+in progress: a new delivery resumes with the same history and, when the response had
+arrived, replays it instead of calling the model again (`_ReplayModel`), so the tools of the
+interrupted turn run again with the same call ids. At most one model call is repeated (the
+one in flight), and no tool of a completed turn runs again. The user's code needs no determinism:
 the task body runs again from its start, and `runner.run` picks up from the checkpoint.
 
 **Approvals.** When the agent calls a tool declared with the SDK's
@@ -26,15 +29,18 @@ talking, found by name among the starting agent's handoffs (else the starting ag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from agents import Agent, ItemHelpers, RunHooks
+from agents import Agent, ItemHelpers, Model, ModelProvider, RunConfig, RunHooks, Usage
 from agents.exceptions import MaxTurnsExceeded
-from agents.items import TResponseInputItem
+from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.run_state import RunState
 from agents.tool_context import ToolContext
+from openai.types.responses import Response, ResponseCompletedEvent, ResponseOutputItem
+from pydantic import TypeAdapter
 
 from agentexec.runners.base import BaseAgentRunner
 from agentexec.tasks import checkpoints
@@ -78,27 +84,37 @@ class DurableRun:
         return cls(runner, scope, hooks)
 
     async def start(
-        self, agent: Agent[Any], input: Input, max_turns: int
+        self, agent: Agent[Any], input: Input, max_turns: int, options: dict[str, Any]
     ) -> tuple[Agent[Any], Input | RunState[Any, Agent[Any]], int]:
-        """The agent, input and turn limit to run with: from the checkpoint, if any."""
+        """The agent, input and turn limit to run with: from the checkpoint, if any. A stored
+        model response of the turn it resumes at is replayed (`options["run_config"]`)."""
         self.max_turns = max_turns
         stored = await self.runner.load_checkpoint()
-        state = stored.state if stored is not None else None
-        if state is None:
+        if stored is None or (stored.state is None and stored.response is None):
             return agent, input, max_turns
+        state = stored.state or {}
         self.done = int(state.get("turn", 0))
-        turns = stored.max_turns if stored and stored.max_turns else max(1, max_turns - self.done)
+        turns = stored.max_turns or max(1, max_turns - self.done)
         self.max_turns = self.done + turns
+        response = stored.response
+        if response is not None and response.get("turn") != self.done + 1:
+            response = None  # of an older turn: superseded
+        replayed = ", replaying its model response" if response is not None else ""
         self.runner.report_status(
-            f"Resumed at turn {self.done + 1} (delivery {self.scope.delivery})"
+            f"Resumed at turn {self.done + 1} (delivery {self.scope.delivery}){replayed}"
         )
+        given: Input | RunState[Any, Agent[Any]]
         if state.get("kind") == "state":
             run_state = await RunState.from_json(agent, state["state"])
-            _decide(run_state, stored.decisions if stored else [])
+            _decide(run_state, stored.decisions)
             run_state._max_turns = run_state._current_turn + turns
-            return agent, run_state, turns
-        current = _find_agent(agent, str(state.get("agent", ""))) or agent
-        return current, list(state.get("input") or []), turns
+            current, given = agent, run_state
+        else:
+            current = _find_agent(agent, str(state.get("agent", ""))) or agent
+            given = list(state["input"]) if "input" in state else input
+        if response is not None and response.get("agent") == current.name:
+            current = _replaying(current, options, _model_response(response))
+        return current, given, turns
 
     def hooks(self) -> RunHooks[Any]:
         """Hooks that checkpoint each turn, and call the user's own."""
@@ -117,6 +133,16 @@ class DurableRun:
                 "input": input_items,
                 "max_turns": self.max_turns,
             }
+        )
+
+    async def turn_ends(self, agent: Agent[Any], response: ModelResponse) -> None:
+        """The model answered: keep an answer that calls tools, to replay after a crash."""
+        if not self.scope.checkpoint or not any(_acts(item) for item in response.output):
+            return  # a final answer: the run ends at once, nothing to replay
+        output = [_dump(item) for item in response.output]
+        turn = self.done + self.calls
+        await checkpoints.save_response(
+            self.scope, {"turn": turn, "agent": agent.name, "output": output}
         )
 
     async def at_turn_limit(self, exc: MaxTurnsExceeded) -> None:
@@ -183,6 +209,7 @@ class _CheckpointHooks(RunHooks[Any]):
             await self.inner.on_llm_start(context, agent, system_prompt, items)
 
     async def on_llm_end(self, context: Any, agent: Any, response: Any) -> None:
+        await self.run.turn_ends(agent, response)
         if self.inner is not None:
             await self.inner.on_llm_end(context, agent, response)
 
@@ -205,6 +232,99 @@ class _CheckpointHooks(RunHooks[Any]):
     async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
         if self.inner is not None:
             await self.inner.on_tool_end(context, agent, tool, result)
+
+
+_OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+
+
+def _acts(item: Any) -> bool:
+    """Whether a response item asks for something to be done (a tool call, a handoff)."""
+    kind = item.get("type") if isinstance(item, dict) else getattr(item, "type", None)
+    return isinstance(kind, str) and kind.endswith("_call")
+
+
+def _dump(item: Any) -> Any:
+    return item if isinstance(item, dict) else item.model_dump(mode="json", exclude_none=True)
+
+
+def _model_response(stored: dict[str, Any]) -> ModelResponse:
+    output = [_OUTPUT_ITEM.validate_python(item) for item in stored.get("output", ())]
+    return ModelResponse(output=output, usage=Usage(), response_id=None)
+
+
+def _replaying(agent: Agent[Any], options: dict[str, Any], response: ModelResponse) -> Agent[Any]:
+    """`agent` (and `options["run_config"]`) set to answer its next model call with
+    `response`, then to call its model as before. Wraps what the SDK would call: the run
+    config's model, the agent's model, or the provider (keeping a model given by name, so
+    the SDK picks the same settings for it)."""
+    config: RunConfig = options.get("run_config") or RunConfig()
+    if isinstance(config.model, Model):
+        options["run_config"] = dataclasses.replace(
+            config, model=_ReplayModel(config.model, response)
+        )
+        return agent
+    if isinstance(config.model, str) or not isinstance(agent.model, Model):
+        provider = _ReplayProvider(config.model_provider, response)
+        options["run_config"] = dataclasses.replace(config, model_provider=provider)
+        return agent
+    return agent.clone(model=_ReplayModel(agent.model, response))
+
+
+class _ReplayModel(Model):
+    """Answers its first call with a stored response (no request, no usage), then delegates."""
+
+    def __init__(self, inner: Model, response: ModelResponse) -> None:
+        self.inner = inner
+        self.response: ModelResponse | None = response
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        response, self.response = self.response, None
+        if response is not None:
+            return response
+        return await self.inner.get_response(*args, **kwargs)
+
+    async def stream_response(
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        response, self.response = self.response, None
+        if response is None:
+            async for event in self.inner.stream_response(*args, **kwargs):
+                yield event
+            return
+        completed = Response(
+            id="replayed",
+            created_at=0,
+            model="replayed",
+            object="response",
+            output=response.output,
+            parallel_tool_calls=True,
+            tool_choice="auto",
+            tools=[],
+        )
+        yield ResponseCompletedEvent(
+            type="response.completed", response=completed, sequence_number=0
+        )
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class _ReplayProvider(ModelProvider):
+    """A provider whose first model answers its first call with a stored response."""
+
+    def __init__(self, inner: ModelProvider, response: ModelResponse) -> None:
+        self.inner = inner
+        self.response: ModelResponse | None = response
+
+    def get_model(self, model_name: str | None) -> Model:
+        model = self.inner.get_model(model_name)
+        response, self.response = self.response, None
+        return _ReplayModel(model, response) if response is not None else model
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _decide(state: RunState[Any, Agent[Any]], decisions: list[dict[str, Any]]) -> None:

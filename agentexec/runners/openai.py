@@ -117,7 +117,7 @@ class OpenAIRunner(BaseAgentRunner):
         if durable is None:
             return await self._with_recovery(attempt, agent, input, max_turns)
         options["hooks"] = durable.hooks()
-        agent, given, turns = await durable.start(agent, input, max_turns)
+        agent, given, turns = await durable.start(agent, input, max_turns, options)
         result = await self._with_recovery(attempt, agent, given, turns, durable)
         await durable.finished(result)
         return result

@@ -7,6 +7,8 @@ run it with an append-only file in production):
   the conversation the model is sent next) and when the run stops for approvals (`kind:
   state`, the SDK's serialized `RunState`). A new delivery of the run resumes from it.
 - `approvals`: while the run waits, the tool calls it waits on, with each decision so far.
+- `response`: the model response of the turn in progress, when it asked for tool calls: a
+  new delivery replays it rather than calling the model again.
 - `decisions`: once every call is decided, those decisions, for the delivery that resumes.
 - `request`: how to queue the run again (task, context, queue, priority, owner).
 - `max_turns`: turns `ax.resume` gives the next delivery.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from agentexec.config import get_settings
@@ -58,6 +61,8 @@ class RunScope:
     writes: list[tuple[int, float]] = field(default_factory=list)
     #: Whether the run has a checkpoint (this delivery found or wrote one).
     stored: bool = False
+    #: The first delivery of a run never queued again: it has no checkpoint to look for.
+    fresh: bool = False
 
 
 #: The run of the agent coroutine running now (None outside an agentexec worker).
@@ -88,6 +93,8 @@ class Stored:
     decisions: list[dict[str, Any]]
     #: Turns `ax.resume` gave this delivery, if it did.
     max_turns: int | None
+    #: The stored model response of the turn after `state` ({turn, agent, output}), or None.
+    response: dict[str, Any] | None = None
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -111,28 +118,37 @@ def async_client() -> AsyncRedis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        url = get_runtime().events.url
-        client = _clients[loop] = AsyncRedis.from_url(url, health_check_interval=30)
+        # Bounded: a thousand agents checkpointing at once queue for a connection.
+        pool = BlockingConnectionPool.from_url(
+            get_runtime().events.url, max_connections=32, timeout=60, health_check_interval=30
+        )
+        client = _clients[loop] = AsyncRedis.from_pool(pool)
     return client
 
 
 async def load(agent_id: str) -> Stored:
     """The checkpoint and decisions a new delivery of the run resumes from."""
+    scope = current_run.get()
+    if scope is not None and scope.agent_id == agent_id and scope.fresh:
+        return Stored(state=None, decisions=[], max_turns=None)
     raw = await async_client().hmget(
-        get_settings().keys.checkpoint(agent_id), ["state", "decisions", "max_turns"]
+        get_settings().keys.checkpoint(agent_id), ["state", "decisions", "max_turns", "response"]
     )
     state = _json(raw[0])
     if not isinstance(state, dict) or state.get("v") != VERSION:
         state = None
     decisions = _json(raw[1])
-    if state is not None:
-        scope = current_run.get()
-        if scope is not None and scope.agent_id == agent_id:
+    response = _json(raw[3])
+    if not isinstance(response, dict) or response.get("v") != VERSION:
+        response = None
+    if (state is not None or response is not None) and scope is not None:
+        if scope.agent_id == agent_id:
             scope.stored = True
     return Stored(
         state=state,
         decisions=decisions if isinstance(decisions, list) else [],
         max_turns=int(raw[2]) if raw[2] else None,
+        response=response,
     )
 
 
@@ -143,7 +159,20 @@ async def save(scope: RunScope, state: dict[str, Any]) -> None:
     key = get_settings().keys.checkpoint(scope.agent_id)
     async with async_client().pipeline(transaction=True) as pipe:
         pipe.hset(key, "state", data)
-        pipe.hdel(key, "decisions", "max_turns")
+        pipe.hdel(key, "decisions", "max_turns", "response")
+        pipe.expire(key, get_settings().checkpoint_retention)
+        await pipe.execute()
+    scope.writes.append((len(data), time.perf_counter() - started))
+    scope.stored = True
+
+
+async def save_response(scope: RunScope, response: dict[str, Any]) -> None:
+    """Store the model response of the turn in progress (it asked for tool calls)."""
+    started = time.perf_counter()
+    data = encode({"v": VERSION, **response})
+    key = get_settings().keys.checkpoint(scope.agent_id)
+    async with async_client().pipeline(transaction=True) as pipe:
+        pipe.hset(key, "response", data)
         pipe.expire(key, get_settings().checkpoint_retention)
         await pipe.execute()
     scope.writes.append((len(data), time.perf_counter() - started))
@@ -166,7 +195,7 @@ async def suspend(scope: RunScope, state: dict[str, Any], approvals: list[dict[s
                 "request": json.dumps(request),
             },
         )
-        pipe.hdel(key, "decisions", "max_turns")
+        pipe.hdel(key, "decisions", "max_turns", "response")
         # Kept at least as long as the wait, and the retention after it.
         pipe.expire(key, int(scope.approval_timeout) + settings.checkpoint_retention)
         pipe.zadd(settings.keys.waiting, {scope.agent_id: deadline})

@@ -118,12 +118,18 @@ def _scope(
     request: Any = task.request
     info = request.delivery_info or {}
     timeout = getattr(task, "approval_timeout", None)
+    resumes = int(getattr(request, RESUME_HEADER, 0) or 0)
     return RunScope(
         agent_id=str(request.id),
         task=task.name,
         delivery=max(1, deliveries),
         checkpoint=bool(getattr(task, "checkpoint", True)),
         approval_timeout=float(timeout or get_settings().approval_timeout),
+        # Never delivered before (a message put back at shutdown is marked redelivered).
+        fresh=deliveries == 1
+        and not resumes
+        and not request.retries
+        and not info.get("redelivered"),
         request={
             "task": task.name,
             "context": args[0] if args else kwargs.get("context"),
@@ -131,7 +137,7 @@ def _scope(
             "priority": info.get("priority"),
             "owner": getattr(request, OWNER_HEADER, None),
             "retries": request.retries or 0,
-            "resumes": int(getattr(request, RESUME_HEADER, 0) or 0),
+            "resumes": resumes,
         },
     )
 

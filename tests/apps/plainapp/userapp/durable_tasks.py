@@ -6,6 +6,7 @@ Every tool counts its executions in Redis (`<prefix>.tool.<agent id>.<turn>` and
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, Literal
 from uuid import UUID
@@ -24,12 +25,17 @@ class DurableContext(BaseModel):
     mode: Literal["steps", "approval", "plain"] = "steps"
     steps: int = Field(default=4, ge=0)
     max_turns: int = Field(default=10, ge=1)
+    #: Seconds each step takes (a slow API call, say).
+    tool_seconds: float = Field(default=0.0, ge=0)
 
 
-async def _count(key: str) -> int:
+async def _count(key: str, idempotency_key: str | None = None) -> int:
     client = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    prefix = os.environ["AGENTEXEC_QUEUE_PREFIX"]
     try:
-        return int(await client.incr(f"{os.environ['AGENTEXEC_QUEUE_PREFIX']}.{key}"))
+        if idempotency_key is not None:
+            await client.rpush(f"{prefix}.keys.{key}", idempotency_key)
+        return int(await client.incr(f"{prefix}.{key}"))
     finally:
         await client.aclose()
 
@@ -37,8 +43,10 @@ async def _count(key: str) -> int:
 @function_tool
 async def step(ctx: RunContextWrapper[Any], n: int) -> str:
     """Do step n of the job."""
-    run = ax.idempotency_key(ctx).split(":")[0]  # type: ignore[arg-type]
-    await _count(f"tool.{run}.{n}")
+    key = ax.idempotency_key(ctx)  # type: ignore[arg-type]
+    if isinstance(ctx.context, DurableContext) and ctx.context.tool_seconds:
+        await asyncio.sleep(ctx.context.tool_seconds)
+    await _count(f"tool.{key.split(':')[0]}.{n}", key)
     return f"step {n} done"
 
 
@@ -62,7 +70,9 @@ def _agent(runner: ax.OpenAIRunner) -> Agent[Any]:
 async def _run(agent_id: UUID, context: DurableContext, **options: Any) -> dict[str, object]:
     runner = ax.OpenAIRunner(agent_id=agent_id)
     prompt = f"run {agent_id} {context.mode} {context.steps}"
-    result = await runner.run(_agent(runner), input=prompt, max_turns=context.max_turns)
+    result = await runner.run(
+        _agent(runner), input=prompt, max_turns=context.max_turns, context=context
+    )
     return {"final": result.final_output}
 
 
