@@ -163,3 +163,26 @@ async def test_steps_complete_with_checkpoints_and_resume_after_the_turn_limit(
     assert "Resumed at turn 4 (delivery 1)" in logs
     assert _detail(agentexec_session, short.agent_id).status is ax.Status.COMPLETE
     await ax.close_redis()
+
+
+async def test_size_cap_opt_out_and_a_custom_runner(
+    agentexec_worker: StartWorker, agentexec_session: Session
+) -> None:
+    with ScriptedOpenAIServer(DurableScript()) as server:
+        env = {**ENV, **server.env(), "AGENTEXEC_CHECKPOINT_MAX_BYTES": "65536"}
+        agentexec_worker("-I", "userapp.durable_tasks", cwd=APP_DIR, env=env)
+        big = await ax.enqueue("durable_agent", {"steps": 3, "output_bytes": 40_000})
+        off = await ax.enqueue("durable_agent_off", {"steps": 4, "max_turns": 2})
+        counting = await ax.enqueue("counting_agent", {})
+        with pytest.raises(ax.TaskFailedError, match=r"CheckpointTooLargeError: .*65,536"):
+            await ax.get_result(big.agent_id, timeout=30)
+        with pytest.raises(ax.TaskFailedError, match="limit of 2 turns"):
+            await ax.get_result(off.agent_id, timeout=30)
+        assert not _checkpoint_exists(off.agent_id)  # opted out: nothing stored
+        with pytest.raises(ax.NotResumableError, match="no checkpoint"):
+            await ax.resume(off.agent_id)
+        # The custom runner's retry resumes after the two steps its first attempt saved.
+        result = await ax.get_result(counting.agent_id, timeout=30)
+        assert result == {"done": 3, "resumed_from": 2}
+    assert not _checkpoint_exists(counting.agent_id)
+    await ax.close_redis()

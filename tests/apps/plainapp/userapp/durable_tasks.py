@@ -27,6 +27,8 @@ class DurableContext(BaseModel):
     max_turns: int = Field(default=10, ge=1)
     #: Seconds each step takes (a slow API call, say).
     tool_seconds: float = Field(default=0.0, ge=0)
+    #: Extra characters in each step's output (a big document, say).
+    output_bytes: int = Field(default=0, ge=0)
 
 
 async def _count(key: str, idempotency_key: str | None = None) -> int:
@@ -47,7 +49,8 @@ async def step(ctx: RunContextWrapper[Any], n: int) -> str:
     if isinstance(ctx.context, DurableContext) and ctx.context.tool_seconds:
         await asyncio.sleep(ctx.context.tool_seconds)
     await _count(f"tool.{key.split(':')[0]}.{n}", key)
-    return f"step {n} done"
+    padding = ctx.context.output_bytes if isinstance(ctx.context, DurableContext) else 0
+    return f"step {n} done" + " " * padding
 
 
 @function_tool(needs_approval=True)
@@ -91,3 +94,24 @@ async def durable_agent_off(agent_id: UUID, context: DurableContext) -> dict[str
 async def durable_agent_hurried(agent_id: UUID, context: DurableContext) -> dict[str, object]:
     """The same agent, whose approvals expire after 2 s."""
     return await _run(agent_id, context)
+
+
+class CountingRunner(ax.BaseAgentRunner):
+    """A runner of its own (no Agents SDK) made durable with the checkpoint hook."""
+
+    async def run(self, agent: Any, input: Any, **kwargs: Any) -> dict[str, int]:
+        stored = await self.load_checkpoint()
+        state = stored.state if stored is not None and stored.state else {"done": 0}
+        resumed_from = int(state["done"])
+        for step in range(resumed_from, 3):
+            self.report_status(f"step {step + 1}", (step + 1) * 30)
+            await self.save_checkpoint({"done": step + 1})
+            if step == 1 and stored is not None and stored.state is None:
+                raise RuntimeError("crashed after step 2")  # the first attempt only
+        return {"done": 3, "resumed_from": resumed_from}
+
+
+@pool.task("counting_agent", autoretry_for=(RuntimeError,), max_retries=1, default_retry_delay=0)
+async def counting_agent(agent_id: UUID, context: DurableContext) -> dict[str, int]:
+    """A custom runner whose first attempt fails after two steps; the retry resumes."""
+    return await CountingRunner(agent_id).run(None, None)
