@@ -123,21 +123,26 @@ def _remove(
     conn: Connection, client: Any, ids: list[uuid.UUID], result_keys: list[bytes], finished: Any
 ) -> tuple[int, int]:
     """Remove one batch of runs that are still `finished`, within the caller's transaction:
-    their log rows, their rows, then their result keys and cancel reasons."""
+    their log rows and approvals, their rows, then their result keys, cancel reasons and
+    checkpoints."""
     from sqlalchemy import delete, select
 
-    from agentexec.db.models import Activity, ActivityLog
+    from agentexec.config import get_settings
+    from agentexec.db.models import Activity, ActivityLog, Approval
     from agentexec.keys import cancel_reason
 
     # Still finished and old within this transaction; the logs go explicitly, as the
     # foreign key cascades only where the engine enforces it.
     still = select(Activity.agent_id).where(Activity.agent_id.in_(ids), *finished)
     conn.execute(delete(ActivityLog).where(ActivityLog.agent_id.in_(still)))
+    conn.execute(delete(Approval).where(Approval.agent_id.in_(still)))
     removed = conn.execute(delete(Activity).where(Activity.agent_id.in_(ids), *finished))
     # The Redis keys before the commit: should Redis fail, the batch's rows stay, and a
     # second purge finds them again.
     with client.pipeline(transaction=False) as pipe:
         pipe.delete(*result_keys)
         pipe.delete(*(cancel_reason(str(agent_id)) for agent_id in ids))
+        keys = get_settings().keys
+        pipe.delete(*(keys.checkpoint(str(agent_id)) for agent_id in ids))
         deleted = pipe.execute()
     return removed.rowcount, int(deleted[0])

@@ -10,21 +10,27 @@ that ended ERROR at a turn boundary (its turn limit, say) from its checkpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from typing import Any
 
+import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec.config import get_settings
+from agentexec.config import get_settings, redact
 from agentexec.db.models import Activity
 from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import (
     ActivityStoreError,
     ApprovalError,
+    BrokerUnavailableError,
     NotResumableError,
     UnknownAgentError,
+    describe,
 )
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
@@ -140,6 +146,15 @@ def _decide_sync(
         raise ApprovalError(agent_id, f"no pending call {call_id!r}", decided.pending)
     if decided.code == 0:
         return False
+    if decided.code == 2:
+        try:
+            requeue(agent_id, decided.request)
+        except (OSError, KombuOperationalError, redis.RedisError) as exc:
+            # Not queued: the decision is taken back, so the run waits and can be decided again.
+            deadline = float(decided.request.get("deadline") or time.time() + 3_600)
+            with contextlib.suppress(redis.RedisError):
+                checkpoints.undecide(client, agent_id, decided.call_id, deadline)
+            raise BrokerUnavailableError(redact(str(app.conf.broker_url)), describe(exc)) from exc
     verb = "Approved" if approved else "Rejected"
     said = f" by {by or owner}" if by or owner else ""
     note = f": {message}" if message else ""
@@ -162,8 +177,6 @@ def _decide_sync(
         runtime.write(events)
     except ActivityStoreError:
         pass  # the projector applies it once the database is back
-    if decided.code == 2:
-        requeue(agent_id, decided.request)
     return True
 
 

@@ -185,7 +185,7 @@ async def suspend(scope: RunScope, state: dict[str, Any], approvals: list[dict[s
     settings = get_settings()
     key = settings.keys.checkpoint(scope.agent_id)
     deadline = time.time() + scope.approval_timeout
-    request = {**scope.request, "approval_timeout": scope.approval_timeout}
+    request = {**scope.request, "approval_timeout": scope.approval_timeout, "deadline": deadline}
     async with async_client().pipeline(transaction=True) as pipe:
         pipe.hset(
             key,
@@ -264,6 +264,34 @@ def _decide_script(client: redis.Redis) -> Any:
     return client.register_script(_DECIDE)
 
 
+#: Take back the last decision of a run that could not be queued again: it waits again.
+_UNDECIDE = """
+local raw = redis.call('HGET', KEYS[1], 'decisions')
+if not raw then return 0 end
+local approvals = cjson.decode(raw)
+for _, a in ipairs(approvals) do
+  if a['call_id'] == ARGV[1] then
+    a['approved'] = nil
+    a['message'] = nil
+    a['by'] = nil
+    a['at'] = nil
+  end
+end
+redis.call('HSET', KEYS[1], 'approvals', cjson.encode(approvals))
+redis.call('HDEL', KEYS[1], 'decisions')
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+
+def undecide(client: redis.Redis, agent_id: str, call_id: str, deadline: float) -> None:
+    """Take back the decision that settled a run's last approval (its re-queue failed)."""
+    keys = get_settings().keys
+    client.register_script(_UNDECIDE)(
+        keys=[keys.checkpoint(agent_id), keys.waiting], args=[call_id, deadline, agent_id]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Decided:
     """What deciding one approval did."""
@@ -329,7 +357,7 @@ def remember_request(client: redis.Redis, agent_id: str, request: dict[str, Any]
     """Keep how to queue a run again, beside its checkpoint (a failed run, for `ax.resume`)."""
     key = get_settings().keys.checkpoint(agent_id)
     with client.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(key, "request", json.dumps(request))
+        pipe.hset(key, "request", json.dumps(request))
         pipe.expire(key, get_settings().checkpoint_retention)
         pipe.execute()
 
