@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     """Seconds a run may wait for its approvals before it ends ERROR "approval expired".
     `@pool.task(..., approval_timeout=...)` overrides it."""
 
+    prices: str | None = None
+    """The model price table, for the cost of runs: JSON, or the path of a JSON file (see
+    `agentexec.pricing`). Unset: usage counts tokens only, and shows no cost."""
+
     projector_claim_idle: float = Field(default=30.0, gt=0)
     """Seconds an event may sit unacknowledged with a projector before another projector
     takes it over (its projector died). A live projector that waits for the database keeps

@@ -73,6 +73,9 @@ class EventKind(StrEnum):
     WAITING = "waiting"
     #: A person decided one approval (`Event.data`: call_id, approved, message, by).
     DECISION = "decision"
+    #: A model call's usage (`Event.data`: model, requests, tokens, cost). It does not
+    #: change the run's status or log; it adds to its usage.
+    USAGE = "usage"
     #: It returned a result.
     COMPLETE = "complete"
     #: It raised, or could not run.

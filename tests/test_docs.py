@@ -144,6 +144,8 @@ def _variable(name: str) -> str:
 
 
 def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
     if isinstance(value, bool):
         return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -24,7 +24,10 @@ from agentexec.client.schemas import (
     ActivityListItem,
     ActivityLogView,
     ActivityPage,
+    RunUsage,
+    UsageTotals,
 )
+from agentexec.client.usage import run_usage, usage
 from agentexec.config import get_settings
 from agentexec.db import projection
 from agentexec.db.models import Activity, ActivityLog, Base
@@ -37,6 +40,7 @@ from agentexec.tasks.app import app
 from agentexec.tasks.presence import final_results, live_workers, message_copies, pending_ids
 
 __all__ = [
+    "usage",
     "Activity",
     "ActivityDetail",
     "ActivityListItem",
@@ -84,7 +88,11 @@ def detail(
     if owner is not None:
         stmt = stmt.where(Activity.owner == owner)
     activity = session.scalar(stmt)
-    return ActivityDetail.model_validate(activity) if activity is not None else None
+    if activity is None:
+        return None
+    found = ActivityDetail.model_validate(activity)
+    found.usage = run_usage(session, [found.agent_id]).get(found.agent_id, RunUsage())
+    return found
 
 
 def list(
@@ -129,8 +137,13 @@ def list(
         .limit(page_size)
         .offset((page - 1) * page_size)
     ).all()
+    items = [ActivityListItem.model_validate(row) for row in rows]
+    spent = run_usage(session, [item.agent_id for item in items])
+    for item in items:
+        run = spent.get(item.agent_id)
+        item.usage = UsageTotals.model_validate(run.model_dump(exclude={"models"})) if run else None
     return ActivityPage(
-        items=[ActivityListItem.model_validate(row) for row in rows],
+        items=items,
         total=total,
         page=page,
         page_size=page_size,

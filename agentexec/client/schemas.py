@@ -21,6 +21,33 @@ class ActivityLogView(BaseModel):
     created_at: datetime
 
 
+class UsageTotals(BaseModel):
+    """Model usage added up: requests, tokens by kind, and the cost where prices are known."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: Input tokens served from the provider's cache (part of `input_tokens`).
+    cached_tokens: int = 0
+    #: Output tokens spent on reasoning (part of `output_tokens`).
+    reasoning_tokens: int = 0
+    #: The cost of the priced calls; None when no call had a price (`AGENTEXEC_PRICES`).
+    cost: float | None = None
+    #: Calls of models the price table does not have: counted in the tokens, not in `cost`.
+    unpriced_requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class RunUsage(UsageTotals):
+    """A run's usage, in total and per model."""
+
+    models: dict[str, UsageTotals] = {}
+
+
 class ActivityListItem(BaseModel):
     """A run as one line of a list page."""
 
@@ -37,6 +64,8 @@ class ActivityListItem(BaseModel):
     updated_at: datetime
     #: Position in the event log of the newest event the run shows (`ax.watch(after=...)`).
     last_seq: int | None = None
+    #: Its model usage so far (tokens, cost), filled by `ax.activity.list` and `detail`.
+    usage: UsageTotals | None = None
 
 
 class ApprovalView(BaseModel):
@@ -70,6 +99,7 @@ class ActivityDetail(ActivityListItem):
 
     logs: list[ActivityLogView]
     approvals: list[ApprovalView] = []
+    usage: RunUsage | None = None
 
 
 class ActivityPage(BaseModel):

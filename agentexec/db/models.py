@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -153,3 +154,31 @@ class Approval(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     activity: Mapped[Activity] = relationship(back_populates="approvals")
+
+
+class ModelUsage(Base):
+    """The usage of one model call of a run: tokens, and the cost when the model's price is
+    known. One row per usage event (unique by its log position), so a projection applied
+    twice counts once; a run's usage is the sum of its rows."""
+
+    __tablename__ = f"{_PREFIX}activity_usage"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "seq", name=f"uq_{_PREFIX}activity_usage_seq"),
+        Index(f"ix_{_PREFIX}activity_usage_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_LOG_ID, primary_key=True, autoincrement=True)
+    #: The run; no foreign key: usage may be projected before the run's row.
+    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(255))
+    requests: Mapped[int] = mapped_column(Integer)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    #: In the price table's currency (USD by convention); None: the model has no price.
+    cost: Mapped[float | None] = mapped_column(Float)
+    #: The price table's version the cost was computed with.
+    prices: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

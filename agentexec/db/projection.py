@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agentexec.db.models import Activity, ActivityLog, Approval
+from agentexec.db.models import Activity, ActivityLog, Approval, ModelUsage
 from agentexec.eventlog.event import Event
 from agentexec.states import TERMINAL, EventKind, Status
 
@@ -63,6 +63,10 @@ def apply(conn: Connection, events: Sequence[Event], *, synchronous_commit: bool
         synchronous_commit: on PostgreSQL, False skips the WAL flush for this transaction.
     """
     unique = sorted({e.seq: e for e in events if e.seq is not None}.values(), key=_seq)
+    usage = [e for e in unique if e.kind is EventKind.USAGE]
+    if usage:  # usage adds to a run's usage; it moves neither its row nor its log
+        _insert_usage(conn, usage)
+        unique = [e for e in unique if e.kind is not EventKind.USAGE]
     if not unique:
         return
     rows = _run_rows(unique)
@@ -74,6 +78,36 @@ def apply(conn: Connection, events: Sequence[Event], *, synchronous_commit: bool
     approvals = [e for e in unique if e.data is not None]
     if approvals:
         _apply_approvals(conn, approvals)
+
+
+def _insert_usage(conn: Connection, events: list[Event]) -> None:
+    """One usage row per usage event; a second copy of an event is a no-op."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    rows = []
+    for event in events:
+        data = event.data or {}
+        cost = data.get("cost")
+        rows.append(
+            {
+                "agent_id": event.agent_id,
+                "seq": event.seq,
+                "model": str(data.get("model") or "unknown")[:255],
+                "requests": _count(data.get("requests")),
+                "input_tokens": _count(data.get("input")),
+                "output_tokens": _count(data.get("output")),
+                "cached_tokens": _count(data.get("cached")),
+                "reasoning_tokens": _count(data.get("reasoning")),
+                "cost": float(cost) if isinstance(cost, int | float) else None,
+                "prices": str(data["prices"])[:64] if data.get("prices") else None,
+                "created_at": event.at,
+            }
+        )
+    stmt = insert(ModelUsage).on_conflict_do_nothing(index_elements=["agent_id", "seq"])
+    conn.execute(stmt, rows)
+
+
+def _count(value: object) -> int:
+    return max(0, int(value)) if isinstance(value, int | float) else 0
 
 
 def _apply_approvals(conn: Connection, events: list[Event]) -> None:

@@ -31,18 +31,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from agents import Agent, ItemHelpers, Model, ModelProvider, RunConfig, RunHooks, Usage
 from agents.exceptions import MaxTurnsExceeded
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
+from agents.models import get_default_model
 from agents.run_state import RunState
 from agents.tool_context import ToolContext
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseOutputItem
 from pydantic import TypeAdapter
 
+from agentexec.eventlog.event import Event
+from agentexec.pricing import prices
 from agentexec.runners.base import BaseAgentRunner
+from agentexec.runtime import get_runtime
+from agentexec.states import EventKind, Status
 from agentexec.tasks import checkpoints
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
 
@@ -74,6 +80,8 @@ class DurableRun:
         #: Model calls this delivery has started.
         self.calls = 0
         self.max_turns = 0
+        #: The run config the SDK runs with, to name the model of each call.
+        self.run_config: RunConfig | None = None
 
     @classmethod
     def of(cls, runner: BaseAgentRunner, hooks: Any = None) -> DurableRun | None:
@@ -89,6 +97,7 @@ class DurableRun:
         """The agent, input and turn limit to run with: from the checkpoint, if any. A stored
         model response of the turn it resumes at is replayed (`options["run_config"]`)."""
         self.max_turns = max_turns
+        self.run_config = options.get("run_config")
         stored = await self.runner.load_checkpoint()
         if stored is None or (stored.state is None and stored.response is None):
             return agent, input, max_turns
@@ -114,6 +123,7 @@ class DurableRun:
             given = list(state["input"]) if "input" in state else input
         if response is not None and response.get("agent") == current.name:
             current = _replaying(current, options, _model_response(response))
+            self.run_config = options.get("run_config")
         return current, given, turns
 
     def hooks(self) -> RunHooks[Any]:
@@ -136,13 +146,49 @@ class DurableRun:
         )
 
     async def turn_ends(self, agent: Agent[Any], response: ModelResponse) -> None:
-        """The model answered: keep an answer that calls tools, to replay after a crash."""
+        """The model answered: record its usage; keep an answer that calls tools, to replay
+        after a crash."""
+        self.record_usage(agent, response)
         if not self.scope.checkpoint or not any(_acts(item) for item in response.output):
             return  # a final answer: the run ends at once, nothing to replay
         output = [_dump(item) for item in response.output]
         turn = self.done + self.calls
         await checkpoints.save_response(
             self.scope, {"turn": turn, "agent": agent.name, "output": output}
+        )
+
+    def record_usage(self, agent: Agent[Any], response: ModelResponse) -> None:
+        """The call's usage, as a usage event of the run (a replayed response has none)."""
+        usage = response.usage
+        if not usage.requests and not usage.input_tokens and not usage.output_tokens:
+            return
+        model = _model_name(agent, self.run_config)
+        cached = usage.input_tokens_details.cached_tokens or 0
+        reasoning = usage.output_tokens_details.reasoning_tokens or 0
+        table = prices()
+        price = table.price(model)
+        cost = price.cost(usage.input_tokens, cached, usage.output_tokens) if price else None
+        data: dict[str, Any] = {
+            "model": model,
+            "requests": usage.requests,
+            "input": usage.input_tokens,
+            "output": usage.output_tokens,
+            "cached": cached,
+            "reasoning": reasoning,
+        }
+        if cost is not None:
+            data["cost"] = cost
+            data["prices"] = table.version
+        runtime = get_runtime()
+        runtime.appender.submit(
+            Event(
+                uuid.UUID(self.scope.agent_id),
+                Status.RUNNING,
+                "",
+                kind=EventKind.USAGE,
+                worker=runtime.worker,
+                data=data,
+            )
         )
 
     async def at_turn_limit(self, exc: MaxTurnsExceeded) -> None:
@@ -235,6 +281,19 @@ class _CheckpointHooks(RunHooks[Any]):
 
 
 _OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+
+
+def _model_name(agent: Agent[Any], config: RunConfig | None) -> str:
+    """The name of the model a call of `agent` went to, as the SDK picks it."""
+    for model in (config.model if config is not None else None, agent.model):
+        if isinstance(model, str) and model:
+            return model
+        if isinstance(model, _ReplayModel):
+            model = model.inner
+        if isinstance(model, Model):
+            name = getattr(model, "model", None)
+            return name if isinstance(name, str) and name else type(model).__name__
+    return get_default_model()
 
 
 def _acts(item: Any) -> bool:

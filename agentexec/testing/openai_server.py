@@ -96,7 +96,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -206,6 +206,7 @@ class ScriptedOpenAIServer:
         self._log_level = log_level
         self._lock = threading.Lock()
         self._requests: list[_JSONDict] = []
+        self._usages: list[tuple[_JSONDict, _JSONDict]] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
@@ -247,10 +248,30 @@ class ScriptedOpenAIServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def usages(self) -> list[tuple[_JSONDict, _JSONDict]]:
+        """Each Responses API answer's request body and the `usage` it returned, in order
+        (plain and streamed): what a run's recorded usage must add up to."""
+        with self._lock:
+            return list(self._usages)
+
     def clear_requests(self) -> None:
-        """Forget the recorded requests."""
+        """Forget the recorded requests (and usages)."""
         with self._lock:
             self._requests.clear()
+            self._usages.clear()
+
+    def _record_usage(self, body: _JSONDict, response: _JSONDict) -> None:
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            with self._lock:
+                self._usages.append((body, usage))
+
+    def _recorded(self, body: _JSONDict, events: Iterator[_JSONDict]) -> Iterator[_JSONDict]:
+        for event in events:
+            if event.get("type") == "response.completed":
+                self._record_usage(body, event.get("response") or {})
+            yield event
 
     def env(self, api_key: str = "test") -> dict[str, str]:
         """Return environment variables pointing the OpenAI SDK's default client here.
@@ -451,15 +472,15 @@ class ScriptedOpenAIServer:
         body, plan = planned
         if body.get("stream"):
             return StreamingResponse(
-                _sse_responses(_responses_events(body, plan)),
+                _sse_responses(self._recorded(body, _responses_events(body, plan))),
                 media_type="text/event-stream",
                 headers=_SSE_HEADERS,
             )
         response_id = _new_id("resp_")
         output = _responses_output(plan)
-        return JSONResponse(
-            _response_object(body, response_id, int(time.time()), "completed", output)
-        )
+        answer = _response_object(body, response_id, int(time.time()), "completed", output)
+        self._record_usage(body, answer)
+        return JSONResponse(answer)
 
     async def _handle_chat(self, request: Request) -> Response:
         planned = await self._plan_or_error(request)
