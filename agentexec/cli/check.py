@@ -228,10 +228,13 @@ def _database(app_module: str | None) -> bool:
         if engine is not None:
             engine.dispose()
     missing = sorted(set(wanted) - tables)
-    if missing:
+    if missing and not tables & set(wanted):
         detail = f"{where}: missing tables {', '.join(missing)} (run `agentexec db upgrade`)"
         return _report("database", False, detail)
-    old = sorted(f"{table}.{name}" for table in wanted for name in wanted[table] - columns[table])
+    old = sorted(
+        [f"{table}.{name}" for table in wanted if table in tables
+         for name in wanted[table] - columns[table]] + missing
+    )  # fmt: skip
     if old:
         detail = (
             f"{where}: tables out of date, missing {', '.join(old)} (run `agentexec db upgrade`)"

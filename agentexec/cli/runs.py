@@ -62,7 +62,8 @@ def list_runs(
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from agentexec.client.schemas import ActivityListItem
+    from agentexec.client.schemas import ActivityListItem, UsageTotals
+    from agentexec.client.usage import run_usage
     from agentexec.db.models import Activity
 
     load_app(app_module)
@@ -75,6 +76,10 @@ def list_runs(
         query = query.where(Activity.owner == owner)
     with Session(activity_engine()) as session:
         rows = [ActivityListItem.model_validate(r) for r in session.scalars(query.limit(limit))]
+        spent = run_usage(session, [row.agent_id for row in rows])
+    for row in rows:
+        if row.agent_id in spent:
+            row.usage = UsageTotals.model_validate(spent[row.agent_id].model_dump())
     if as_json:
         click.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
@@ -86,6 +91,7 @@ def list_runs(
     table.add_column("STATUS", no_wrap=True, min_width=8)
     table.add_column("%", no_wrap=True, justify="right", min_width=4)
     table.add_column("UPDATED", no_wrap=True, min_width=8)
+    table.add_column("TOKENS", no_wrap=True, justify="right")
     table.add_column("LAST MESSAGE", no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(
@@ -94,6 +100,7 @@ def list_runs(
             styled(row.status.value),
             percent(row.latest_completion_percentage),
             clock(row.updated_at),
+            f"{row.usage.total_tokens:,}" if row.usage else "",
             shown(row.latest_log),
         )
     out = console()
@@ -135,7 +142,12 @@ def show(agent_id: uuid.UUID, app_module: str | None, owner: str | None, as_json
         f"{percent(activity.latest_completion_percentage)}"
     )
     out.print(f"created  {activity.created_at.isoformat()}")
-    out.print(f"updated  {activity.updated_at.isoformat()}\n")
+    out.print(f"updated  {activity.updated_at.isoformat()}")
+    if activity.usage is not None and activity.usage.requests:
+        out.print(f"usage    {usage_text(activity.usage)}")
+        for model, part in sorted(activity.usage.models.items()):
+            out.print(f"         {shown(model)}: {usage_text(part)}")
+    out.print()
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("TIME", "STATUS", "%", "MESSAGE"):
         table.add_column(column, justify="right" if column == "%" else "left")
@@ -161,6 +173,20 @@ def show(agent_id: uuid.UUID, app_module: str | None, owner: str | None, as_json
             )
             if asked.decision_message:
                 out.print(f"    {shown(asked.decision_message)}")
+
+
+def usage_text(usage: Any) -> str:
+    """`3 calls, 1,234 in (200 cached) / 56 out (10 reasoning) tokens, $0.0123`."""
+    text = f"{usage.requests} call{'s' if usage.requests != 1 else ''}, {usage.input_tokens:,} in"
+    text += f" ({usage.cached_tokens:,} cached)" if usage.cached_tokens else ""
+    text += f" / {usage.output_tokens:,} out"
+    text += f" ({usage.reasoning_tokens:,} reasoning)" if usage.reasoning_tokens else ""
+    text += " tokens"
+    if usage.cost is not None:
+        text += f", ${usage.cost:.4f}"
+    if usage.unpriced_requests:
+        text += f" ({usage.unpriced_requests} calls without a price)"
+    return text
 
 
 @click.command()

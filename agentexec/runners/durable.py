@@ -179,12 +179,14 @@ class DurableRun:
         if cost is not None:
             data["cost"] = cost
             data["prices"] = table.version
+        spent = f", ${cost:.4f}" if cost is not None else ""
+        message = f"{model}: {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{spent}"
         runtime = get_runtime()
         runtime.appender.submit(
             Event(
                 uuid.UUID(self.scope.agent_id),
                 Status.RUNNING,
-                "",
+                message,
                 kind=EventKind.USAGE,
                 worker=runtime.worker,
                 data=data,

@@ -126,6 +126,9 @@ class AgentEvent(BaseModel):
     at: datetime
     #: Position in the event log (the SSE `id`): resume after it with `Last-Event-ID`.
     seq: int | None
+    #: What a `waiting` event asks (`approvals`), a `decision` says, or a `usage` event
+    #: counts (model, requests, input, output, cached, reasoning, cost).
+    data: dict[str, Any] | None = None
 
 
 class ErrorBody(BaseModel):

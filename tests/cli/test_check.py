@@ -100,7 +100,10 @@ def test_fails_when_the_tables_are_missing(
     engine.dispose()
     out = _check(probe_dir, agentexec_env, "--allow-no-workers")
     assert out.returncode == 1
-    assert "missing tables agentexec_activity, agentexec_activity_log" in out.stdout
+    assert (
+        "missing tables agentexec_activity, agentexec_activity_approval, agentexec_activity_log, "
+        "agentexec_activity_usage"
+    ) in out.stdout
     engine = create_engine(agentexec_database_url)
     with engine.connect() as conn:
         assert not engine.dialect.has_table(conn, "agentexec_activity")  # still missing
@@ -120,7 +123,8 @@ def test_fails_when_the_tables_are_out_of_date(
     assert out.returncode == 1
     assert (
         "tables out of date, missing agentexec_activity.last_seq, agentexec_activity.owner, "
-        "agentexec_activity_log.seq (run `agentexec db upgrade`)"
+        "agentexec_activity_approval, agentexec_activity_log.seq, agentexec_activity_usage "
+        "(run `agentexec db upgrade`)"
     ) in out.stdout
     migrations.upgrade(get_runtime().engine)
     assert _check(probe_dir, agentexec_env, "--allow-no-workers").returncode == 0

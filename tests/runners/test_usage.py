@@ -8,9 +8,11 @@ from datetime import timedelta
 
 import pytest
 import userapp.durable_tasks  # noqa: F401  (registers the durable agents here too)
+from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 import agentexec as ax
+from agentexec.cli import main
 from agentexec.eventlog.event import Event
 from agentexec.pricing import Price, _parse
 from agentexec.states import EventKind, utcnow
@@ -68,6 +70,11 @@ async def test_usage_equals_what_the_server_returned_with_its_cost(
     assert by_model["gpt-4o"].requests == 7
     by_day = ax.activity.usage(agentexec_session, group_by="day")
     assert sum(t.requests for t in by_day.values()) == 7
+    cli = CliRunner()
+    shown = cli.invoke(main, ["show", str(runs[0].agent_id)]).output
+    assert "usage    5 calls" in shown and "gpt-4o: 5 calls" in shown and "$" in shown
+    listed_out = cli.invoke(main, ["list"]).output
+    assert "TOKENS" in listed_out
     await ax.close_redis()
 
 
