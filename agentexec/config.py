@@ -167,6 +167,13 @@ class Settings(BaseSettings):
     """Seconds a run may wait for its approvals before it ends ERROR "approval expired".
     `@pool.task(..., approval_timeout=...)` overrides it."""
 
+    owner_daily_tokens: int | None = Field(default=None, ge=1)
+    """Tokens one owner's runs may use per day (UTC); an enqueue for an owner past it is
+    refused with `BudgetExceededError` (429 in the router). Unset: no daily budget."""
+
+    owner_daily_cost: float | None = Field(default=None, gt=0)
+    """Like `owner_daily_tokens`, in the price table's currency (needs `AGENTEXEC_PRICES`)."""
+
     prices: str | None = None
     """The model price table, for the cost of runs: JSON, or the path of a JSON file (see
     `agentexec.pricing`). Unset: usage counts tokens only, and shows no cost."""

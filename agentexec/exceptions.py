@@ -13,6 +13,7 @@ AgentExecError
 ├── NotResumableError         `ax.resume` of a run that has no checkpoint or has not stopped
 ├── ApprovalError             (also a ValueError) which approval is meant is unclear
 ├── ApprovalExpiredError      a run waited for its approvals past its approval timeout
+├── BudgetExceededError       a run spent its token or cost budget, or an owner its daily one
 ├── ActivityStoreError        the activity database is misconfigured
 │   └── MigrationError        its tables cannot be migrated as they are
 ├── BrokerUnavailableError    (also a ConnectionError) nothing could be queued
@@ -200,6 +201,25 @@ def _duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size:g}{unit}"
     return f"{seconds:g}s"
+
+
+class BudgetExceededError(AgentExecError):
+    """A run spent more than its budget (it stops at a turn boundary, resumable with
+    `ax.resume(..., max_tokens=...)`), or an owner spent its daily budget (enqueue refused)."""
+
+    _fields = ("what", "spent", "limit", "owner")
+
+    def __init__(self, what: str, spent: float, limit: float, owner: str | None = None) -> None:
+        self.what = what
+        self.spent = spent
+        self.limit = limit
+        self.owner = owner
+        if what == "cost":
+            amounts = f"${spent:,.4f} > ${limit:,.4f}"
+        else:
+            amounts = f"{int(spent):,} tokens > {int(limit):,}"
+        whose = f"owner {owner!r} daily " if owner is not None else ""
+        super().__init__(f"{whose}budget exceeded: {amounts}")
 
 
 class ActivityStoreError(AgentExecError):

@@ -37,7 +37,8 @@ from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
 from agentexec.tasks import checkpoints
 from agentexec.tasks.app import app
-from agentexec.tasks.queued import OWNER_HEADER, RESUME_HEADER
+from agentexec.tasks.budgets import parse_budget
+from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER
 
 
 async def approve(
@@ -84,14 +85,21 @@ async def reject(
 
 
 async def resume(
-    agent_id: uuid.UUID | str, *, max_turns: int | None = None, owner: str | None = None
+    agent_id: uuid.UUID | str,
+    *,
+    max_turns: int | None = None,
+    max_tokens: int | None = None,
+    max_cost: float | None = None,
+    owner: str | None = None,
 ) -> bool:
-    """Continue a run that ended ERROR at a turn boundary (its turn limit, for example) from
-    its last checkpoint: it is queued again and goes on where it stopped.
+    """Continue a run that ended ERROR at a turn boundary (its turn limit or its budget,
+    for example) from its last checkpoint: it is queued again and goes on where it stopped.
 
     Args:
         agent_id: the run.
         max_turns: turns it may take from here; by default, as many as its own limit.
+        max_tokens: its new token budget (for the whole run, what it spent included).
+        max_cost: its new cost budget, likewise.
         owner: only a run of this owner; another owner's run is unknown.
 
     Returns:
@@ -105,7 +113,9 @@ async def resume(
     """
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be at least 1, got {max_turns}")
-    return await asyncio.to_thread(_resume, str(parse_agent_id(agent_id)), max_turns, owner)
+    budget = parse_budget(max_tokens, max_cost)
+    run = str(parse_agent_id(agent_id))
+    return await asyncio.to_thread(_resume, run, max_turns, budget, owner)
 
 
 async def _decide(
@@ -180,7 +190,9 @@ def _decide_sync(
     return True
 
 
-def _resume(agent_id: str, max_turns: int | None, owner: str | None) -> bool:
+def _resume(
+    agent_id: str, max_turns: int | None, budget: dict[str, float], owner: str | None
+) -> bool:
     status = _status(agent_id, owner)
     if status is not Status.ERROR:
         raise NotResumableError(agent_id, f"it is {status.value}, not ERROR")
@@ -191,6 +203,8 @@ def _resume(agent_id: str, max_turns: int | None, owner: str | None) -> bool:
     if request.get("missing"):
         raise NotResumableError(agent_id, "its checkpoint does not say how to queue it again")
     app.backend.forget(agent_id)  # its ERROR result: waiters wait for the new ending
+    if budget:
+        request["budget"] = {**(request.get("budget") or {}), **budget}
     requeue(agent_id, request)
     return True
 
@@ -200,6 +214,8 @@ def requeue(agent_id: str, request: dict[str, Any]) -> None:
     headers: dict[str, Any] = {RESUME_HEADER: int(request.get("resumes") or 0) + 1}
     if request.get("owner"):
         headers[OWNER_HEADER] = request["owner"]
+    if request.get("budget"):
+        headers[BUDGET_HEADER] = request["budget"]
     options: dict[str, Any] = {}
     if request.get("priority") is not None:
         options["priority"] = request["priority"]

@@ -45,6 +45,7 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseOut
 from pydantic import TypeAdapter
 
 from agentexec.eventlog.event import Event
+from agentexec.exceptions import BudgetExceededError
 from agentexec.pricing import prices
 from agentexec.runners.base import BaseAgentRunner
 from agentexec.runtime import get_runtime
@@ -82,6 +83,8 @@ class DurableRun:
         self.max_turns = 0
         #: The run config the SDK runs with, to name the model of each call.
         self.run_config: RunConfig | None = None
+        #: What the run has spent so far, across its deliveries: tokens and cost.
+        self.spent: dict[str, float] = {"tokens": 0, "cost": 0.0}
 
     @classmethod
     def of(cls, runner: BaseAgentRunner, hooks: Any = None) -> DurableRun | None:
@@ -103,6 +106,9 @@ class DurableRun:
             return agent, input, max_turns
         state = stored.state or {}
         self.done = int(state.get("turn", 0))
+        spent = state.get("spent")
+        if isinstance(spent, dict):
+            self.spent = {"tokens": int(spent.get("tokens", 0)), "cost": spent.get("cost", 0.0)}
         turns = stored.max_turns or max(1, max_turns - self.done)
         self.max_turns = self.done + turns
         response = stored.response
@@ -133,17 +139,25 @@ class DurableRun:
     async def turn_starts(self, agent: Agent[Any], input_items: list[TResponseInputItem]) -> None:
         """A model call is about to be made: every turn before it is complete."""
         self.calls += 1
-        if self.calls == 1 or not self.scope.checkpoint:
-            return  # nothing new since the input or the checkpoint this delivery started from
-        await self.runner.save_checkpoint(
-            {
-                "kind": "history",
-                "turn": self.done + self.calls - 1,
-                "agent": agent.name,
-                "input": input_items,
-                "max_turns": self.max_turns,
-            }
-        )
+        if self.calls > 1 and self.scope.checkpoint:  # else nothing new to keep
+            await self.runner.save_checkpoint(
+                {
+                    "kind": "history",
+                    "turn": self.done + self.calls - 1,
+                    "agent": agent.name,
+                    "input": input_items,
+                    "max_turns": self.max_turns,
+                    "spent": self.spent,
+                }
+            )
+        self.check_budget()
+
+    def check_budget(self) -> None:
+        """Stop the run, at this turn boundary, when it spent more than its budget."""
+        for what in ("tokens", "cost"):
+            limit = self.scope.budget.get(what)
+            if limit is not None and self.spent[what] > limit:
+                raise BudgetExceededError(what, self.spent[what], limit)
 
     async def turn_ends(self, agent: Agent[Any], response: ModelResponse) -> None:
         """The model answered: record its usage; keep an answer that calls tools, to replay
@@ -179,6 +193,8 @@ class DurableRun:
         if cost is not None:
             data["cost"] = cost
             data["prices"] = table.version
+        self.spent["tokens"] += usage.input_tokens + usage.output_tokens
+        self.spent["cost"] += cost or 0.0
         spent = f", ${cost:.4f}" if cost is not None else ""
         message = f"{model}: {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{spent}"
         runtime = get_runtime()
@@ -211,6 +227,7 @@ class DurableRun:
                 "agent": data.last_agent.name,
                 "input": history,
                 "max_turns": self.max_turns,
+                "spent": self.spent,
             }
         )
 
@@ -238,6 +255,7 @@ class DurableRun:
                 "agent": result.last_agent.name,
                 "state": state.to_json(),
                 "max_turns": self.max_turns,
+                "spent": self.spent,
             },
             approvals,
         )

@@ -63,6 +63,8 @@ class RunScope:
     stored: bool = False
     #: The first delivery of a run never queued again: it has no checkpoint to look for.
     fresh: bool = False
+    #: What the run may spend: `{"tokens": n, "cost": x}` (either may be absent).
+    budget: dict[str, float] = field(default_factory=dict)
 
 
 #: The run of the agent coroutine running now (None outside an agentexec worker).

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 AGENT_HEADER = "agentexec"
 #: Message header with the run's owner, when it has one.
 OWNER_HEADER = "agentexec_owner"
+#: Message header with the run's own budget (`{"tokens": n, "cost": x}`), when it has one.
+BUDGET_HEADER = "agentexec_budget"
 #: Message header of a run queued again to resume (after its approvals, or `ax.resume`):
 #: how many times it was, so each resume counts its own deliveries.
 RESUME_HEADER = "agentexec_resumes"

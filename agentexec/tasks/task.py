@@ -30,7 +30,8 @@ from agentexec.exceptions import (
 from agentexec.ids import parse_agent_id, parse_owner
 from agentexec.runtime import get_runtime
 from agentexec.tasks.app import app as default_app
-from agentexec.tasks.queued import OWNER_HEADER
+from agentexec.tasks.budgets import check_owner_budget, parse_budget
+from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER
 from agentexec.tasks.queues import Priority, queue_name
 from agentexec.tasks.results import get_result
 
@@ -91,6 +92,8 @@ class AgentTask(Task[Any, Any]):
         *,
         priority: Priority | str | int | None = None,
         owner: str | None = None,
+        max_tokens: int | None = None,
+        max_cost: float | None = None,
         **options: Any,
     ) -> AgentResult:
         """Validate the context, record the run as QUEUED, pick the queue and publish.
@@ -104,6 +107,9 @@ class AgentTask(Task[Any, Any]):
                 is passed on to Celery as a message priority.
             owner: whom the run belongs to: reads through a router scoped by owner see only
                 their own runs.
+            max_tokens: the run's token budget (input and output), instead of the task's
+                `max_tokens`: past it the run stops at the next turn boundary, ERROR.
+            max_cost: the run's cost budget (needs `AGENTEXEC_PRICES`), likewise.
             options: anything else `Task.apply_async` takes.
 
         Raises:
@@ -111,11 +117,21 @@ class AgentTask(Task[Any, Any]):
             InvalidRequestError: the owner is not a string of 1 to 255 printable characters.
             ActivityStoreError: the activity database is misconfigured. Nothing is sent.
             BrokerUnavailableError: the broker did not take the run. Nothing is recorded.
+            BudgetExceededError: the owner has spent its daily budget. Nothing is sent.
         """
         kwargs = dict(kwargs or {})
         owner = parse_owner(kwargs.pop("owner", owner))
+        budget = parse_budget(
+            kwargs.pop("max_tokens", max_tokens), kwargs.pop("max_cost", max_cost)
+        )
+        headers = dict(options.get("headers") or {})
         if owner is not None:
-            options["headers"] = {**(options.get("headers") or {}), OWNER_HEADER: owner}
+            headers[OWNER_HEADER] = owner
+            check_owner_budget(owner)
+        if budget:
+            headers[BUDGET_HEADER] = budget
+        if headers:
+            options["headers"] = headers
         context = validate_for(self, args, kwargs)
         payload = context.model_dump(mode="json")
         encoded, limit = to_json(payload), get_settings().max_context_bytes

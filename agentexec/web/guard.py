@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from agentexec.exceptions import (
     ActivityStoreError,
     BrokerUnavailableError,
+    BudgetExceededError,
     ContextTooLargeError,
     InvalidContextError,
     InvalidRequestError,
@@ -44,6 +45,7 @@ RETRY_AFTER = "5"
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ContextTooLargeError, 413),
+    (BudgetExceededError, 429),
     (UnknownTaskError, 404),
     (UnknownAgentError, 404),
     (InvalidContextError, 422),

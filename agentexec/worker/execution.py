@@ -29,8 +29,9 @@ from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError
 from agentexec.states import Status
 from agentexec.tasks import checkpoints
+from agentexec.tasks.budgets import task_budget
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
-from agentexec.tasks.queued import OWNER_HEADER, RESUME_HEADER
+from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER
 from agentexec.tasks.task import AgentTask, validate_for
 from agentexec.worker import delivery
 from agentexec.worker.loop import EventLoopThread
@@ -119,6 +120,8 @@ def _scope(
     info = request.delivery_info or {}
     timeout = getattr(task, "approval_timeout", None)
     resumes = int(getattr(request, RESUME_HEADER, 0) or 0)
+    given = getattr(request, BUDGET_HEADER, None)
+    budget = {**task_budget(task), **(given if isinstance(given, dict) else {})}
     return RunScope(
         agent_id=str(request.id),
         task=task.name,
@@ -126,6 +129,7 @@ def _scope(
         checkpoint=bool(getattr(task, "checkpoint", True)),
         approval_timeout=float(timeout or get_settings().approval_timeout),
         # Never delivered before (a message put back at shutdown is marked redelivered).
+        budget=budget,
         fresh=deliveries == 1
         and not resumes
         and not request.retries
@@ -138,6 +142,7 @@ def _scope(
             "owner": getattr(request, OWNER_HEADER, None),
             "retries": request.retries or 0,
             "resumes": resumes,
+            "budget": budget,
         },
     )
 

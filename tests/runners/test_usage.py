@@ -109,3 +109,37 @@ def test_price_table_from_json_and_snapshots() -> None:
     assert Price(2.0, 1.0, 8.0).cost(1_000_000, 500_000, 1_000_000) == 2.0 * 0.5 + 0.5 + 8.0
     with pytest.raises(ValueError, match="not a price table"):
         _parse('{"models": {"x": {"input": 1}}}')
+
+
+async def test_a_budget_stops_the_run_at_a_turn_and_resume_goes_on(
+    agentexec_worker: StartWorker, agentexec_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = DurableScript()
+    with ScriptedOpenAIServer(script) as server:
+        env = {**APP_ENV, **server.env(), "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+        agentexec_worker("-I", "userapp.durable_tasks", cwd=APP_DIR, env=env)
+        run = await ax.enqueue("durable_agent", {"steps": 4}, max_tokens=1, owner="acme")
+        with pytest.raises(ax.TaskFailedError, match=r"budget exceeded: [\d,]+ tokens > 1$"):
+            await ax.get_result(run.agent_id, timeout=30)
+        assert script.calls[str(run.agent_id)] == 1  # stopped before its second model call
+        agentexec_session.expire_all()
+        detail = ax.activity.detail(agentexec_session, run.agent_id)
+        assert detail is not None and detail.status is ax.Status.ERROR
+        assert "budget exceeded" in (detail.latest_log or "")
+
+        # The owner's daily budget is spent: its next run is refused, another owner's is not.
+        monkeypatch.setattr(ax.get_settings(), "owner_daily_tokens", 5)
+        with pytest.raises(ax.BudgetExceededError, match="owner 'acme' daily budget exceeded"):
+            await ax.enqueue("durable_agent", {"steps": 0}, owner="acme")
+        other = await ax.enqueue("durable_agent", {"steps": 0}, owner="globex")
+        monkeypatch.setattr(ax.get_settings(), "owner_daily_tokens", None)
+
+        assert await ax.resume(run.agent_id, max_tokens=1_000_000)
+        result = await ax.get_result(run.agent_id, timeout=30)
+        assert result == {"final": "done after 4 steps"}
+        assert (await ax.get_result(other.agent_id, timeout=30))["final"] == "done after 0 steps"
+    assert script.calls[str(run.agent_id)] == 5  # no model call made twice
+    agentexec_session.expire_all()
+    detail = ax.activity.detail(agentexec_session, run.agent_id)
+    assert detail is not None and detail.usage is not None and detail.usage.requests == 5
+    await ax.close_redis()
