@@ -100,6 +100,19 @@ class Keys:
         """Hash: a durable run's checkpoint, its pending approvals and how to queue it again."""
         return self._key("checkpoint", agent_id)
 
+    def slots(self, key: str) -> str:
+        """Sorted set: the runs holding a slot of a concurrency key, scored by lease end."""
+        return self._key("slots", key)
+
+    def parked(self, key: str) -> str:
+        """List: runs waiting for a slot of a concurrency key, oldest first."""
+        return self._key("parked", key)
+
+    @property
+    def parked_keys(self) -> str:
+        """Set: the concurrency keys with parked runs."""
+        return self._key("parked-keys")
+
     @property
     def waiting(self) -> str:
         """Sorted set: runs waiting for approvals, scored by when their wait expires."""

@@ -38,7 +38,7 @@ from agentexec.states import EventKind, Status
 from agentexec.tasks import checkpoints
 from agentexec.tasks.app import app
 from agentexec.tasks.budgets import parse_budget
-from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER
+from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER, WHY_HEADER
 
 
 async def approve(
@@ -209,9 +209,12 @@ def _resume(
     return True
 
 
-def requeue(agent_id: str, request: dict[str, Any]) -> None:
-    """Queue a stopped run again, as its checkpoint's request says, to resume."""
+def requeue(agent_id: str, request: dict[str, Any], why: str | None = None) -> None:
+    """Queue a stopped (or parked) run again, as its request says; `why` is its QUEUED log
+    line ("Queued again to resume" by default)."""
     headers: dict[str, Any] = {RESUME_HEADER: int(request.get("resumes") or 0) + 1}
+    if why is not None:
+        headers[WHY_HEADER] = why
     if request.get("owner"):
         headers[OWNER_HEADER] = request["owner"]
     if request.get("budget"):

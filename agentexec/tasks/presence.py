@@ -8,6 +8,7 @@ workers are alive; which runs already have a stored result.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -52,6 +53,11 @@ def pending_ids(client: redis.Redis, settings: Settings) -> set[str]:
     for host in live_workers(client, settings):
         members: set[bytes] = client.smembers(settings.keys.held(host))  # type: ignore[assignment]
         found.update(m.decode() for m in members)
+    # Runs parked for a slot of a concurrency key (`agentexec.tasks.concurrency`).
+    parked_keys: set[bytes] = client.smembers(settings.keys.parked_keys)  # type: ignore[assignment]
+    for key in parked_keys:
+        parked: list[bytes] = client.lrange(settings.keys.parked(key.decode()), 0, -1)  # type: ignore[assignment]
+        found.update(str(json.loads(p).get("agent_id")) for p in parked)
     return found
 
 

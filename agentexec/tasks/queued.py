@@ -40,6 +40,8 @@ AGENT_HEADER = "agentexec"
 OWNER_HEADER = "agentexec_owner"
 #: Message header with the run's own budget (`{"tokens": n, "cost": x}`), when it has one.
 BUDGET_HEADER = "agentexec_budget"
+#: Message header: why agentexec queued a run again (its QUEUED log line).
+WHY_HEADER = "agentexec_why"
 #: Message header of a run queued again to resume (after its approvals, or `ax.resume`):
 #: how many times it was, so each resume counts its own deliveries.
 RESUME_HEADER = "agentexec_resumes"
@@ -85,7 +87,7 @@ class QueuedRecorder:
         headers[AGENT_HEADER] = 1
         retries = headers.get("retries") or 0
         if headers.get(RESUME_HEADER):
-            message = "Queued again to resume"
+            message = str(headers.get(WHY_HEADER) or "Queued again to resume")
         else:
             message = f"Retry {retries} queued" if retries else "Task queued"
         event = Event(

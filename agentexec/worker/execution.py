@@ -25,10 +25,11 @@ import redis
 from celery.exceptions import Ignore, Reject
 from pydantic_core import to_jsonable_python
 
+from agentexec.client.approvals import requeue
 from agentexec.config import get_settings
-from agentexec.exceptions import DeliveryLimitError
+from agentexec.exceptions import DeliveryLimitError, InvalidContextError
 from agentexec.states import Status
-from agentexec.tasks import checkpoints
+from agentexec.tasks import checkpoints, concurrency
 from agentexec.tasks.budgets import task_budget
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
 from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER
@@ -61,15 +62,28 @@ class Execution:
 
     def __call__(self, task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The body of `task` for the delivery its request describes."""
-        request = task.request
+        request: Any = task.request
         agent_id = str(request.id)
         if getattr(request, "agentexec_skip", False):
             raise Ignore()  # delivered again after it finished: acknowledge it unrun
-        deliveries = getattr(request, "agentexec_deliveries", 0)
-        if deliveries > get_settings().max_deliveries:
-            lost = DeliveryLimitError(agent_id, deliveries - 1)
-            record_finished(task, lost)
-            raise lost
+        if getattr(request, "agentexec_parked", None):
+            _parked(task, request.agentexec_parked)  # every slot of its key is taken
+        slot: tuple[str, int] | None = getattr(request, "agentexec_slot", None)
+        try:
+            deliveries = getattr(request, "agentexec_deliveries", 0)
+            if deliveries > get_settings().max_deliveries:
+                lost = DeliveryLimitError(agent_id, deliveries - 1)
+                record_finished(task, lost)
+                raise lost
+            return self._run(task, args, kwargs, deliveries)
+        finally:
+            if slot is not None:  # after the end is recorded: the next run starts after it
+                _give_back(agent_id, *slot)
+
+    def _run(
+        self, task: AgentTask, args: tuple[Any, ...], kwargs: dict[str, Any], deliveries: int
+    ) -> Any:
+        agent_id = str(task.request.id)
         scope = _scope(task, args, kwargs, deliveries)
         try:
             context = validate_for(task, args, kwargs)
@@ -181,6 +195,57 @@ def _checkpoint_ends(scope: RunScope, *, kept: bool) -> None:
     except redis.RedisError as exc:
         logger.warning("checkpoint of %s not %s: %s", scope.agent_id,
                        "kept" if kept else "removed", exc)  # fmt: skip
+
+
+def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str | None:
+    """Before a delivery starts (`task_prerun`): take a slot of its concurrency key, if its
+    task has one. Returns `(key, limit)`, or the key when every slot is taken and the run is
+    parked (queued again when a slot frees), or None without a key (or a valid context)."""
+    request: Any = task.request
+    try:
+        context = validate_for(task, args, kwargs)
+        key = concurrency.lock_key(task, context)
+    except InvalidContextError:
+        return None  # the body fails it, with the reason
+    if key is None:
+        return None
+    limit = max(1, int(getattr(task, "max_concurrency", 1) or 1))
+    scope = _scope(task, tuple(args or ()), dict(kwargs or {}), 1)
+    wanted = {**scope.request, "max_concurrency": limit}
+    taken, woken = concurrency.acquire(delivery.events_client(), key, str(request.id), limit,
+                                       wanted)  # fmt: skip
+    wake(woken, key)
+    if not taken:
+        return key
+    concurrency.held[str(request.id)] = key
+    return key, limit
+
+
+def _parked(task: AgentTask, key: str) -> None:
+    """Record a run parked for a slot of `key`, and end its delivery."""
+    current: Any = task.request
+    record_end(current.id, Status.QUEUED, f"Waiting for {key}")
+    current.agentexec_recorded = True
+    raise Ignore()
+
+
+def _give_back(agent_id: str, key: str, limit: int) -> None:
+    """The run ended (or goes back on its queue): its slot goes to the next parked run."""
+    concurrency.held.pop(agent_id, None)
+    try:
+        wake(concurrency.release(delivery.events_client(), key, agent_id, limit), key)
+    except redis.RedisError as exc:  # its lease expires; the reaper wakes the next one
+        logger.warning("slot of %s on %s not given back: %s", agent_id, key, exc)
+
+
+def wake(woken: list[dict[str, Any]], key: str) -> None:
+    """Publish again the parked runs that got a slot of `key`."""
+    for request in woken:
+        agent_id = str(request.pop("agent_id"))
+        try:
+            requeue(agent_id, request, why=f"Queued again: a slot of {key} is free")
+        except Exception:  # its reserved slot expires, and the reaper wakes it again
+            logger.exception("parked run %s not queued again", agent_id)
 
 
 def _retries(task: AgentTask) -> int:

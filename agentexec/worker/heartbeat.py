@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agentexec.config import get_settings
 from agentexec.exceptions import ActivityStoreError
+from agentexec.tasks import concurrency
 from agentexec.worker.delivery import events_client
 from agentexec.worker.reaper import Reaper
 
@@ -96,3 +97,4 @@ class Supervisor:
             if tags:
                 pipe.zadd(keys.unacked_index, tags, xx=True)
             pipe.execute()
+        concurrency.renew(events_client(), dict(concurrency.held))

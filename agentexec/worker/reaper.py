@@ -32,9 +32,10 @@ from agentexec.eventlog.event import Event, seq_of
 from agentexec.exceptions import ApprovalExpiredError, describe
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
-from agentexec.tasks import checkpoints
+from agentexec.tasks import checkpoints, concurrency
 from agentexec.tasks.presence import final_results, message_copies, pending_ids
 from agentexec.worker.delivery import events_client, has_finished
+from agentexec.worker.execution import wake
 from agentexec.worker.recording import TASK_COMPLETED, record_end
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Reaper:
         if not client.set(lock, os.getpid(), nx=True, px=int(settings.reaper_interval * 900)):
             return []
         self._expire_waiting(client)
+        self._wake_parked(client)
         runtime = get_runtime()
         grace = datetime.now(UTC) - timedelta(seconds=settings.reaper_interval)
         with Session(runtime.engine) as session:
@@ -112,6 +114,11 @@ class Reaper:
             pipe.expire(suspects_key, max(60, round(settings.reaper_interval * 10)))
             pipe.execute()
         return self._end(confirmed, missing, finals)
+
+    def _wake_parked(self, client: redis.Redis) -> None:
+        """Give the slots of expired leases (a dead worker's runs) to parked runs."""
+        for key, limit in concurrency.parked_keys(client):
+            wake(concurrency.release(client, key, None, limit), key)
 
     def _expire_waiting(self, client: redis.Redis) -> None:
         """End ERROR the runs whose wait for approvals expired."""

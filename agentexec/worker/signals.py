@@ -33,6 +33,7 @@ from agentexec.states import EventKind, Status
 from agentexec.tasks import revoked
 from agentexec.tasks.queued import AGENT_HEADER, OWNER_HEADER, RESUME_HEADER, is_agent_task
 from agentexec.worker import delivery
+from agentexec.worker.execution import take_slot
 from agentexec.worker.process import AgentWorker
 from agentexec.worker.recording import TASK_COMPLETED, record_end, was_recorded
 
@@ -74,7 +75,14 @@ class WorkerSignals:
 
     # The task's process
 
-    def on_task_prerun(self, sender: Any = None, task_id: str | None = None, **_: Any) -> None:
+    def on_task_prerun(
+        self,
+        sender: Any = None,
+        task_id: str | None = None,
+        args: Any = None,
+        kwargs: Any = None,
+        **_: Any,
+    ) -> None:
         """Admit the delivery, start the run's journal, record that it started."""
         if not self._is_agent_task(sender) or task_id is None:
             return
@@ -93,6 +101,11 @@ class WorkerSignals:
             logger.warning("run %s delivered again after it finished; not run again", task_id)
             return
         request.agentexec_deliveries = deliveries
+        slot = take_slot(sender, args, kwargs)
+        if isinstance(slot, str):  # parked: it never started
+            request.agentexec_parked = slot
+            return
+        request.agentexec_slot = slot
         if deliveries > 1:
             message = f"Task started again (delivery {deliveries})"
         elif (request.delivery_info or {}).get("redelivered"):

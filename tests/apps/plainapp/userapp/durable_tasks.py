@@ -115,3 +115,15 @@ class CountingRunner(ax.BaseAgentRunner):
 async def counting_agent(agent_id: UUID, context: DurableContext) -> dict[str, int]:
     """A custom runner whose first attempt fails after two steps; the retry resumes."""
     return await CountingRunner(agent_id).run(None, None)
+
+
+class KeyedContext(BaseModel):
+    user_id: int
+    seconds: float = Field(default=0.5, ge=0)
+
+
+@pool.task("keyed_agent", lock_key="user:{user_id}", max_concurrency=2)
+async def keyed_agent(agent_id: UUID, context: KeyedContext) -> dict[str, object]:
+    """At most two runs per user at once, across every worker."""
+    await asyncio.sleep(context.seconds)
+    return {"user_id": context.user_id, "pid": os.getpid()}
