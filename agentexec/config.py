@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     owner_daily_cost: float | None = Field(default=None, gt=0)
     """Like `owner_daily_tokens`, in the price table's currency (needs `AGENTEXEC_PRICES`)."""
 
+    rate_limits: str | None = None
+    """Requests and tokens per minute per model, shared by every worker (JSON; see
+    `agentexec.tasks.ratelimits`): `{"gpt-4o": {"requests_per_minute": 500,
+    "tokens_per_minute": 300000}, "*": {...}}`. A model call waits for its turn instead of
+    getting a 429. Unset: no limit."""
+
     prices: str | None = None
     """The model price table, for the cost of runs: JSON, or the path of a JSON file (see
     `agentexec.pricing`). Unset: usage counts tokens only, and shows no cost."""

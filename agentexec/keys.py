@@ -113,6 +113,11 @@ class Keys:
         """Set: the concurrency keys with parked runs."""
         return self._key("parked-keys")
 
+    def rate_bucket(self, kind: str, name: str) -> str:
+        """String: when a rate limit's bucket is next free (requests or tokens of a model, or
+        starts of a task), as a Unix time."""
+        return self._key("rate", kind, name)
+
     @property
     def waiting(self) -> str:
         """Sorted set: runs waiting for approvals, scored by when their wait expires."""

@@ -9,6 +9,7 @@ Requests are counted per run.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -19,6 +20,8 @@ class DurableScript:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.calls: Counter[str] = Counter()
+        #: When each request arrived.
+        self.times: list[float] = []
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> Reply:
@@ -29,6 +32,7 @@ class DurableScript:
         _, run, mode, steps = text.split()
         with self._lock:
             self.calls[run] += 1
+            self.times.append(time.time())
         done = [n for n in answered_tool_names(request) if n == "step"]
         if mode == "steps" and len(done) < int(steps):
             call = ToolCall("step", {"n": len(done) + 1})

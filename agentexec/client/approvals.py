@@ -209,10 +209,16 @@ def _resume(
     return True
 
 
-def requeue(agent_id: str, request: dict[str, Any], why: str | None = None) -> None:
+def requeue(
+    agent_id: str,
+    request: dict[str, Any],
+    why: str | None = None,
+    countdown: float = 0.0,
+    headers: dict[str, Any] | None = None,
+) -> None:
     """Queue a stopped (or parked) run again, as its request says; `why` is its QUEUED log
-    line ("Queued again to resume" by default)."""
-    headers: dict[str, Any] = {RESUME_HEADER: int(request.get("resumes") or 0) + 1}
+    line ("Queued again to resume" by default), `countdown` when it may start."""
+    headers = {**(headers or {}), RESUME_HEADER: int(request.get("resumes") or 0) + 1}
     if why is not None:
         headers[WHY_HEADER] = why
     if request.get("owner"):
@@ -220,6 +226,8 @@ def requeue(agent_id: str, request: dict[str, Any], why: str | None = None) -> N
     if request.get("budget"):
         headers[BUDGET_HEADER] = request["budget"]
     options: dict[str, Any] = {}
+    if countdown > 0:
+        options["countdown"] = countdown
     if request.get("priority") is not None:
         options["priority"] = request["priority"]
     app.send_task(

@@ -50,7 +50,7 @@ from agentexec.pricing import prices
 from agentexec.runners.base import BaseAgentRunner
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
-from agentexec.tasks import checkpoints
+from agentexec.tasks import checkpoints, ratelimits
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,10 @@ class DurableRun:
         self.run_config: RunConfig | None = None
         #: What the run has spent so far, across its deliveries: tokens and cost.
         self.spent: dict[str, float] = {"tokens": 0, "cost": 0.0}
+        #: The model of the call in progress, for a 429's hold.
+        self.model: str | None = None
+        #: Tokens to charge to rate-limited models.
+        self.charges: list[tuple[str, int]] = []
 
     @classmethod
     def of(cls, runner: BaseAgentRunner, hooks: Any = None) -> DurableRun | None:
@@ -152,6 +156,23 @@ class DurableRun:
             )
         self.check_budget()
 
+    async def wait_for_capacity(self, agent: Agent[Any]) -> None:
+        """Wait for the model's turn under the shared rate limits (`AGENTEXEC_RATE_LIMITS`)."""
+        self.model = _model_name(agent, self.run_config)
+        if ratelimits.limit_for(self.model) is not None:
+            await ratelimits.before_call(checkpoints.async_client(), self.model)
+
+    async def refused(self, exc: BaseException) -> None:
+        """A 429 from the provider: slow every worker's calls to that model down."""
+        if self.model is None or not _is_rate_limit(exc):
+            return
+        headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+        try:
+            retry_after = float(headers.get("retry-after", 0) or 0)
+        except (TypeError, ValueError):
+            retry_after = 0.0
+        await ratelimits.provider_refused(checkpoints.async_client(), self.model, retry_after)
+
     def check_budget(self) -> None:
         """Stop the run, at this turn boundary, when it spent more than its budget."""
         for what in ("tokens", "cost"):
@@ -160,9 +181,12 @@ class DurableRun:
                 raise BudgetExceededError(what, self.spent[what], limit)
 
     async def turn_ends(self, agent: Agent[Any], response: ModelResponse) -> None:
-        """The model answered: record its usage; keep an answer that calls tools, to replay
-        after a crash."""
+        """The model answered: record its usage (and charge the shared token limits); keep
+        an answer that calls tools, to replay after a crash."""
         self.record_usage(agent, response)
+        while self.charges:
+            model, tokens = self.charges.pop()
+            await ratelimits.after_call(checkpoints.async_client(), model, tokens)
         if not self.scope.checkpoint or not any(_acts(item) for item in response.output):
             return  # a final answer: the run ends at once, nothing to replay
         output = [_dump(item) for item in response.output]
@@ -195,6 +219,8 @@ class DurableRun:
             data["prices"] = table.version
         self.spent["tokens"] += usage.input_tokens + usage.output_tokens
         self.spent["cost"] += cost or 0.0
+        if ratelimits.limit_for(model) is not None:
+            self.charges.append((model, usage.input_tokens + usage.output_tokens))
         spent = f", ${cost:.4f}" if cost is not None else ""
         message = f"{model}: {usage.input_tokens:,} in / {usage.output_tokens:,} out tokens{spent}"
         runtime = get_runtime()
@@ -271,6 +297,7 @@ class _CheckpointHooks(RunHooks[Any]):
 
     async def on_llm_start(self, context: Any, agent: Any, system_prompt: Any, items: Any) -> None:
         await self.run.turn_starts(agent, items)
+        await self.run.wait_for_capacity(agent)
         if self.inner is not None:
             await self.inner.on_llm_start(context, agent, system_prompt, items)
 
@@ -301,6 +328,14 @@ class _CheckpointHooks(RunHooks[Any]):
 
 
 _OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+
+
+def _is_rate_limit(exc: BaseException) -> bool:
+    """Whether `exc` is the provider's 429 (`openai.RateLimitError`)."""
+    return any(
+        cls.__module__.startswith("openai") and cls.__name__ == "RateLimitError"
+        for cls in type(exc).__mro__
+    )
 
 
 def _model_name(agent: Agent[Any], config: RunConfig | None) -> str:

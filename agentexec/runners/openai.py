@@ -118,7 +118,11 @@ class OpenAIRunner(BaseAgentRunner):
             return await self._with_recovery(attempt, agent, input, max_turns)
         options["hooks"] = durable.hooks()
         agent, given, turns = await durable.start(agent, input, max_turns, options)
-        result = await self._with_recovery(attempt, agent, given, turns, durable)
+        try:
+            result = await self._with_recovery(attempt, agent, given, turns, durable)
+        except Exception as exc:
+            await durable.refused(exc)
+            raise
         await durable.finished(result)
         return result
 

@@ -78,6 +78,9 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
             **transport_options(settings),
         },
         "worker_prefetch_multiplier": 1,
+        # A task's `rate_limit` is global, kept by agentexec in Redis
+        # (`agentexec.tasks.ratelimits`), not Celery's per worker.
+        "worker_disable_rate_limits": True,
         # At-least-once: a task is acknowledged when it ends, and redelivered if its
         # worker dies first.
         "task_acks_late": True,

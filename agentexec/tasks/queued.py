@@ -40,6 +40,8 @@ AGENT_HEADER = "agentexec"
 OWNER_HEADER = "agentexec_owner"
 #: Message header with the run's own budget (`{"tokens": n, "cost": x}`), when it has one.
 BUDGET_HEADER = "agentexec_budget"
+#: Message header of a run queued again for the start its task's rate limit reserved for it.
+RATE_HEADER = "agentexec_rate_reserved"
 #: Message header: why agentexec queued a run again (its QUEUED log line).
 WHY_HEADER = "agentexec_why"
 #: Message header of a run queued again to resume (after its approvals, or `ax.resume`):

@@ -29,10 +29,11 @@ from agentexec.client.approvals import requeue
 from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError, InvalidContextError
 from agentexec.states import Status
-from agentexec.tasks import checkpoints, concurrency
+from agentexec.tasks import checkpoints, concurrency, ratelimits
 from agentexec.tasks.budgets import task_budget
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
-from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RESUME_HEADER
+from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RATE_HEADER, RESUME_HEADER
+from agentexec.tasks.ratelimits import parse_rate
 from agentexec.tasks.task import AgentTask, validate_for
 from agentexec.worker import delivery
 from agentexec.worker.loop import EventLoopThread
@@ -207,6 +208,14 @@ def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str 
         key = concurrency.lock_key(task, context)
     except InvalidContextError:
         return None  # the body fails it, with the reason
+    rate = getattr(task, "rate_limit", None)
+    if rate and not getattr(request, RATE_HEADER, None):
+        wait = ratelimits.reserve_start(delivery.events_client(), task.name, parse_rate(rate))
+        if wait > 0.05:  # not its turn yet: queued again for its moment, holding nothing
+            scope = _scope(task, tuple(args or ()), dict(kwargs or {}), 1)
+            why = f"Rate limited ({rate}): starts in {wait:.1f}s"
+            requeue(str(request.id), scope.request, why, wait, {RATE_HEADER: 1})
+            return why
     if key is None:
         return None
     limit = max(1, int(getattr(task, "max_concurrency", 1) or 1))
@@ -221,10 +230,12 @@ def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str 
     return key, limit
 
 
-def _parked(task: AgentTask, key: str) -> None:
-    """Record a run parked for a slot of `key`, and end its delivery."""
+def _parked(task: AgentTask, reason: str) -> None:
+    """Record a run parked for a slot of a key (`reason` is the key), or queued again for its
+    turn under the task's rate limit (`reason` says so), and end its delivery."""
     current: Any = task.request
-    record_end(current.id, Status.QUEUED, f"Waiting for {key}")
+    message = reason if reason.startswith("Rate limited") else f"Waiting for {reason}"
+    record_end(current.id, Status.QUEUED, message)
     current.agentexec_recorded = True
     raise Ignore()
 

@@ -10,9 +10,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from agentexec.db.models import Activity, ActivityLog
+from agentexec.db.models import Activity, ActivityLog, ModelUsage
 from agentexec.eventlog.event import Event
-from agentexec.states import ACTIVE, Status
+from agentexec.states import ACTIVE, EventKind, Status
 
 
 @dataclass
@@ -72,13 +72,28 @@ def audit(engine: Engine, redis_url: str, key: str, ids: list[uuid.UUID]) -> Aud
             .order_by(ActivityLog.seq, ActivityLog.id)
         ):
             logs[log.agent_id].append(log)
+        # Usage events are projected into the usage table, not the log.
+        usage = {
+            (agent_id, seq)
+            for agent_id, seq in session.execute(
+                select(ModelUsage.agent_id, ModelUsage.seq).where(ModelUsage.agent_id.in_(ids))
+            )
+        }
     for agent_id in ids:
         row = rows.get(agent_id)
         if row is None:
             result.lost += 1
             continue
         in_sql = {log.seq for log in logs[agent_id]}
-        result.lost += sum(1 for e in logged[agent_id] if e.seq not in in_sql)
+        result.lost += sum(
+            1
+            for e in logged[agent_id]
+            if (
+                e.seq not in in_sql
+                if e.kind is not EventKind.USAGE
+                else (agent_id, e.seq) not in usage
+            )
+        )
         result.complete += row.status is Status.COMPLETE
         result.error += row.status is Status.ERROR
         if row.status in ACTIVE:

@@ -127,3 +127,10 @@ async def keyed_agent(agent_id: UUID, context: KeyedContext) -> dict[str, object
     """At most two runs per user at once, across every worker."""
     await asyncio.sleep(context.seconds)
     return {"user_id": context.user_id, "pid": os.getpid()}
+
+
+@pool.task("rated_agent", rate_limit="30/m")
+async def rated_agent(agent_id: UUID, context: KeyedContext) -> dict[str, object]:
+    """At most 30 starts a minute (one every 2 s), across every worker."""
+    await asyncio.sleep(context.seconds)
+    return {"user_id": context.user_id, "pid": os.getpid()}

@@ -1,0 +1,84 @@
+"""Shared rate limits over real HTTP: requests per minute per model across agents, and a
+task's global `rate_limit`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import uuid
+from datetime import datetime
+
+import pytest
+import userapp.durable_tasks  # noqa: F401  (registers the durable agents here too)
+from sqlalchemy.orm import Session
+
+import agentexec as ax
+from agentexec.testing.openai_server import ScriptedOpenAIServer
+from agentexec.testing.plugin import StartWorker
+from tests.apps import APP_DIR, APP_ENV
+from tests.durable_script import DurableScript
+
+pytestmark = pytest.mark.usefixtures("sqlite_only")
+
+
+def _busiest_minute(times: list[float]) -> int:
+    """The most requests in any 60 s window."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(ordered):
+        while ordered[start] <= at - 60:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+@pytest.mark.timeout(420)
+async def test_two_hundred_agents_stay_under_sixty_requests_a_minute(
+    agentexec_worker: StartWorker,
+) -> None:
+    script = DurableScript()
+    limits = json.dumps({"gpt-4o": {"requests_per_minute": 60}})
+    with ScriptedOpenAIServer(script) as server:
+        env = {**APP_ENV, **server.env(), "OPENAI_AGENTS_DISABLE_TRACING": "1",
+               "AGENTEXEC_RATE_LIMITS": limits}  # fmt: skip
+        agentexec_worker("-I", "userapp.durable_tasks", "--concurrency=200", cwd=APP_DIR, env=env)
+        runs = await asyncio.gather(
+            *(ax.enqueue("durable_agent", {"mode": "plain"}) for _ in range(200))
+        )
+        results = await asyncio.gather(*(ax.get_result(r.agent_id, timeout=400) for r in runs))
+    assert all(r == {"final": "done after 0 steps"} for r in results)  # no run failed
+    busiest = _busiest_minute(script.times)
+    span = max(script.times) - min(script.times)
+    print(f"rate-limit: 200 agents, 60/min allowed: busiest minute {busiest} requests, "
+          f"all {len(script.times)} in {span:.0f}s")  # fmt: skip
+    assert len(script.times) == 200
+    assert busiest <= 60
+    await ax.close_redis()
+
+
+def _starts(session: Session, ids: list[uuid.UUID]) -> list[datetime]:
+    session.expire_all()
+    found = []
+    for agent_id in ids:
+        detail = ax.activity.detail(session, agent_id)
+        assert detail is not None
+        found += [log.created_at for log in detail.logs if log.message.startswith("Task started")]
+    return sorted(found)
+
+
+async def test_a_tasks_rate_limit_holds_across_workers(
+    agentexec_worker: StartWorker, agentexec_session: Session
+) -> None:
+    for _ in range(2):
+        agentexec_worker("-I", "userapp.durable_tasks", cwd=APP_DIR, env=APP_ENV)
+    runs = [await ax.enqueue("rated_agent", {"user_id": 1, "seconds": 0.1}) for _ in range(5)]
+    results = await asyncio.gather(*(ax.get_result(r.agent_id, timeout=60) for r in runs))
+    assert all(r["user_id"] == 1 for r in results)
+    starts = _starts(agentexec_session, [r.agent_id for r in runs])
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    print(f"rate-limit: 5 runs of a 30/m task on 2 workers started {gaps} s apart")
+    assert len(starts) == 5 and min(gaps) >= 1.8  # one start every 2 s, whichever worker
+    logs = [m.message for r in runs for m in ax.activity.detail(agentexec_session, r.agent_id).logs]
+    assert any(m.startswith("Rate limited (30/m): starts in") for m in logs)
+    await ax.close_redis()
