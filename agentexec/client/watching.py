@@ -45,6 +45,7 @@ _PAGE = 1_000
 _KIND_OF = {
     Status.QUEUED: EventKind.QUEUED,
     Status.RUNNING: EventKind.REPORT,
+    Status.WAITING: EventKind.WAITING,
     Status.COMPLETE: EventKind.COMPLETE,
     Status.ERROR: EventKind.ERROR,
     Status.CANCELED: EventKind.CANCELED,

@@ -1,4 +1,5 @@
-"""The dashboard in headless Chromium (Playwright): live progress bars, detail, cancel."""
+"""The dashboard in headless Chromium (Playwright): live progress bars, detail, cancel, and
+approving a waiting run."""
 
 from __future__ import annotations
 
@@ -110,3 +111,37 @@ def test_progress_bars_move_and_a_run_is_canceled(
     # The status filter hides the other runs.
     page.select_option("#status-filter", "CANCELED")
     assert page.is_visible(running_row) and page.is_hidden(row)
+
+
+def test_a_waiting_run_is_approved_from_the_dashboard(
+    page: Any, served: Served, sqlite_only: None
+) -> None:
+    import userapp.durable_tasks  # noqa: F401  (registers the durable agents here too)
+
+    from agentexec.testing.openai_server import ScriptedOpenAIServer
+    from tests.apps import APP_DIR, APP_ENV
+    from tests.durable_script import DurableScript
+
+    with ScriptedOpenAIServer(DurableScript()) as server:
+        env = {**APP_ENV, **server.env(), "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+        served.start_worker("-I", "userapp.durable_tasks", cwd=APP_DIR, env=env)
+        agent_id = _enqueue(page, "durable_agent", '{"mode": "approval"}')
+        row = f'tr[data-agent-id="{agent_id}"]'
+        page.wait_for_selector(f'{row}[data-status="WAITING"]')
+        page.click(row)
+        page.wait_for_selector("#approvals .approval button.approve")
+        assert page.text_content("#approvals .approval strong") == "send_email"
+        assert '"to": "boss@example.com"' in page.text_content("#approvals .approval pre")
+        page.fill("#approvals .approval-message", "<b>go</b> ahead")
+        page.click("#approvals .approval button.approve")
+        page.wait_for_selector(f'{row}[data-status="COMPLETE"]')
+        page.wait_for_selector("#result:not([hidden])")
+        assert "final: sent to boss@example.com" in page.text_content("#result")
+        page.wait_for_selector("#approvals .verdict")
+        # The note is shown as text: no element was made of it.
+        assert page.text_content("#approvals .verdict") == "Approved: <b>go</b> ahead"
+        assert page.query_selector("#approvals .verdict b") is None
+    result = served.http.get(f"/agents/{agent_id}/result", params={"timeout": 30}).json()
+    assert result["result"] == {"final": "final: sent to boss@example.com"}
+    detail = served.http.get(f"/agents/{agent_id}").json()
+    assert [a["approved"] for a in detail["approvals"]] == [True]
