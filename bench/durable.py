@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -271,49 +273,89 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model call")
     parser.add_argument("--quick", action="store_true", help="50 agents, 200 waiting, 1 run")
     parser.add_argument("--only", default="overhead,waiting")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the model server's port
     args = parser.parse_args()
     if args.quick:
         args.agents, args.waiting, args.runs = 50, 200, 1
 
-    from agentexec.processes import WorkerProcess, celery_worker_argv
+    from agentexec.processes import WorkerProcess
     from agentexec.testing.openai_server import ScriptedOpenAIServer
 
-    with ScriptedOpenAIServer(_responder(args.latency)) as server:
-        env = base_env(
-            REDIS_URL=REDIS_URL,
-            DATABASE_URL=POSTGRES_URL,
-            AGENTEXEC_QUEUE_PREFIX=unique("bench-durable"),
-            AGENTEXEC_NUM_WORKERS=str(max(args.agents, 200) + 10),
-            PYTHONPATH=str(REPO_ROOT),
-            **server.env(),
-        )
-        os.environ.update(env)
-        from agentexec.config import get_settings
+    if args.serve:
+        ScriptedOpenAIServer(_responder(args.latency), port=args.serve).serve_forever()
+        return
+    # The model server in a process of its own, so that it never waits on the client.
+    port = _free_port()
+    server = WorkerProcess(
+        [sys.executable, "-m", "bench.durable", "--serve", str(port), "--latency",
+         str(args.latency)],
+        base_env(PYTHONPATH=str(REPO_ROOT)),
+        REPO_ROOT,
+        Path(tempfile.mkdtemp(prefix="bench-durable-server-")) / "server.log",
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    server.start(60, lambda: _answers(base_url))
+    try:
+        _bench(args, f"{base_url}/v1")
+    finally:
+        server.stop(10)
 
-        get_settings.cache_clear()
-        reset_activity_tables(POSTGRES_URL)
-        os.environ["BENCH_DURABLE_ROLE"] = "client"
-        _register_tasks()
-        log_dir = Path(tempfile.mkdtemp(prefix="bench-durable-"))
-        worker = WorkerProcess(
-            celery_worker_argv("-I", "bench.durable", name="bench-durable"),
-            {**env, "BENCH_DURABLE_ROLE": "worker"},
-            REPO_ROOT,
-            log_dir / "worker.log",
-        )
-        try:
-            worker.start(120)
-            if "overhead" in args.only:
-                print(f"checkpoint overhead: {args.agents} agents, 5 calls each, "
-                      f"{args.latency}s per call, {args.runs} runs", flush=True)  # fmt: skip
-                print({"bench": "durable-overhead", **_overhead(args.agents, args.runs)})
-            if "waiting" in args.only:
-                print(f"{args.waiting} WAITING runs on one worker", flush=True)
-                warmup = max(100, args.waiting // 10)
-                print({"bench": "durable-waiting", **_waiting(worker.pid, args.waiting, warmup)})
-        finally:
-            worker.stop(30)
-            print(f"worker log: {log_dir / 'worker.log'}")
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _bench(args: argparse.Namespace, openai_url: str) -> None:
+    """Both measurements, on one worker, against the model server at `openai_url`."""
+    from agentexec.processes import WorkerProcess, celery_worker_argv
+
+    env = base_env(
+        REDIS_URL=REDIS_URL,
+        DATABASE_URL=POSTGRES_URL,
+        AGENTEXEC_QUEUE_PREFIX=unique("bench-durable"),
+        AGENTEXEC_NUM_WORKERS=str(max(args.agents, 200) + 10),
+        PYTHONPATH=str(REPO_ROOT),
+        OPENAI_BASE_URL=openai_url,
+        OPENAI_API_KEY="bench",
+    )
+    os.environ.update(env)
+    from agentexec.config import get_settings
+
+    get_settings.cache_clear()
+    reset_activity_tables(POSTGRES_URL)
+    os.environ["BENCH_DURABLE_ROLE"] = "client"
+    _register_tasks()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-durable-"))
+    worker = WorkerProcess(
+        celery_worker_argv("-I", "bench.durable", name="bench-durable"),
+        {**env, "BENCH_DURABLE_ROLE": "worker"},
+        REPO_ROOT,
+        log_dir / "worker.log",
+    )
+    try:
+        worker.start(120)
+        if "overhead" in args.only:
+            print(f"checkpoint overhead: {args.agents} agents, 5 calls each, "
+                  f"{args.latency}s per call, {args.runs} runs", flush=True)  # fmt: skip
+            print({"bench": "durable-overhead", **_overhead(args.agents, args.runs)})
+        if "waiting" in args.only:
+            print(f"{args.waiting} WAITING runs on one worker", flush=True)
+            warmup = max(100, args.waiting // 10)
+            print({"bench": "durable-waiting", **_waiting(worker.pid, args.waiting, warmup)})
+    finally:
+        worker.stop(30)
+        print(f"worker log: {log_dir / 'worker.log'}")
 
 
 if __name__ == "__main__":
