@@ -159,11 +159,14 @@ async def save(scope: RunScope, state: dict[str, Any]) -> None:
     started = time.perf_counter()
     data = encode({"v": VERSION, **state})
     key = get_settings().keys.checkpoint(scope.agent_id)
-    async with async_client().pipeline(transaction=True) as pipe:
+    retention = get_settings().checkpoint_retention
+
+    def commands(pipe: Any) -> None:
         pipe.hset(key, "state", data)
         pipe.hdel(key, "decisions", "max_turns", "response")
-        pipe.expire(key, get_settings().checkpoint_retention)
-        await pipe.execute()
+        pipe.expire(key, retention)
+
+    await _writer().write(commands)
     scope.writes.append((len(data), time.perf_counter() - started))
     scope.stored = True
 
@@ -173,10 +176,13 @@ async def save_response(scope: RunScope, response: dict[str, Any]) -> None:
     started = time.perf_counter()
     data = encode({"v": VERSION, **response})
     key = get_settings().keys.checkpoint(scope.agent_id)
-    async with async_client().pipeline(transaction=True) as pipe:
+    retention = get_settings().checkpoint_retention
+
+    def commands(pipe: Any) -> None:
         pipe.hset(key, "response", data)
-        pipe.expire(key, get_settings().checkpoint_retention)
-        await pipe.execute()
+        pipe.expire(key, retention)
+
+    await _writer().write(commands)
     scope.writes.append((len(data), time.perf_counter() - started))
     scope.stored = True
 
@@ -188,7 +194,8 @@ async def suspend(scope: RunScope, state: dict[str, Any], approvals: list[dict[s
     key = settings.keys.checkpoint(scope.agent_id)
     deadline = time.time() + scope.approval_timeout
     request = {**scope.request, "approval_timeout": scope.approval_timeout, "deadline": deadline}
-    async with async_client().pipeline(transaction=True) as pipe:
+
+    def commands(pipe: Any) -> None:
         pipe.hset(
             key,
             mapping={
@@ -201,8 +208,62 @@ async def suspend(scope: RunScope, state: dict[str, Any], approvals: list[dict[s
         # Kept at least as long as the wait, and the retention after it.
         pipe.expire(key, int(scope.approval_timeout) + settings.checkpoint_retention)
         pipe.zadd(settings.keys.waiting, {scope.agent_id: deadline})
-        await pipe.execute()
+
+    await _writer().write(commands)
     scope.stored = True
+
+
+class _Writer:
+    """Writes the checkpoints of one loop's runs, every write waiting now in one
+    transaction: a thousand agents that end a turn together make one round trip, not a
+    thousand queued for the connections of the pool."""
+
+    def __init__(self, client: AsyncRedis) -> None:
+        self.client = client
+        self.pending: list[tuple[Any, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def write(self, commands: Any) -> None:
+        """Queue `commands(pipeline)` and wait until they are written."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((commands, future))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    for commands, _ in batch:
+                        commands(pipe)
+                    await pipe.execute()
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+            finally:  # cancelled (the loop stops): so are its waiters
+                for _, future in batch:
+                    if not future.done():
+                        future.cancel()
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writer() -> _Writer:
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _Writer(async_client())
+    return writer
 
 
 # The worker's and the producer's side, from a thread.

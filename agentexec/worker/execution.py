@@ -203,6 +203,8 @@ def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str 
     task has one. Returns `(key, limit)`, or the key when every slot is taken and the run is
     parked (queued again when a slot frees), or None without a key (or a valid context)."""
     request: Any = task.request
+    if not getattr(task, "lock_key", None) and not getattr(task, "rate_limit", None):
+        return None
     try:
         context = validate_for(task, args, kwargs)
         key = concurrency.lock_key(task, context)
