@@ -138,6 +138,9 @@ def test_a_waiting_run_is_approved_from_the_dashboard(
         page.wait_for_selector("#result:not([hidden])")
         assert "final: sent to boss@example.com" in page.text_content("#result")
         page.wait_for_selector("#approvals .verdict")
+        page.wait_for_function(
+            "() => document.getElementById('detail-usage').textContent.startsWith('2 model calls')"
+        )
         # The note is shown as text: no element was made of it.
         assert page.text_content("#approvals .verdict") == "Approved: <b>go</b> ahead"
         assert page.query_selector("#approvals .verdict b") is None
