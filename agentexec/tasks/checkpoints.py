@@ -122,7 +122,7 @@ def async_client() -> AsyncRedis:
     if client is None:
         # Bounded: a thousand agents checkpointing at once queue for a connection.
         pool = BlockingConnectionPool.from_url(
-            get_runtime().events.url, max_connections=32, timeout=60, health_check_interval=30
+            get_runtime().events.url, max_connections=64, timeout=300, health_check_interval=30
         )
         client = _clients[loop] = AsyncRedis.from_pool(pool)
     return client
@@ -133,8 +133,9 @@ async def load(agent_id: str) -> Stored:
     scope = current_run.get()
     if scope is not None and scope.agent_id == agent_id and scope.fresh:
         return Stored(state=None, decisions=[], max_turns=None)
-    raw = await async_client().hmget(
-        get_settings().keys.checkpoint(agent_id), ["state", "decisions", "max_turns", "response"]
+    key = get_settings().keys.checkpoint(agent_id)
+    [raw] = await _writer().write(
+        lambda pipe: pipe.hmget(key, ["state", "decisions", "max_turns", "response"])
     )
     state = _json(raw[0])
     if not isinstance(state, dict) or state.get("v") != VERSION:
@@ -214,39 +215,42 @@ async def suspend(scope: RunScope, state: dict[str, Any], approvals: list[dict[s
 
 
 class _Writer:
-    """Writes the checkpoints of one loop's runs, every write waiting now in one
+    """Reads and writes the checkpoints of one loop's runs, everything waiting now in one
     transaction: a thousand agents that end a turn together make one round trip, not a
-    thousand queued for the connections of the pool."""
+    thousand queued for the connections of a pool."""
 
     def __init__(self, client: AsyncRedis) -> None:
         self.client = client
-        self.pending: list[tuple[Any, asyncio.Future[None]]] = []
+        self.pending: list[tuple[Any, asyncio.Future[list[Any]]]] = []
         self.flushing: asyncio.Task[None] | None = None
 
-    async def write(self, commands: Any) -> None:
-        """Queue `commands(pipeline)` and wait until they are written."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def write(self, commands: Any) -> list[Any]:
+        """Queue `commands(pipeline)` and wait until they ran; their replies."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.pending.append((commands, future))
         if self.flushing is None or self.flushing.done():
             self.flushing = asyncio.get_running_loop().create_task(self._flush())
-        await future
+        return await future
 
     async def _flush(self) -> None:
         while self.pending:
             batch, self.pending = self.pending, []
             try:
                 async with self.client.pipeline(transaction=True) as pipe:
+                    spans = []
                     for commands, _ in batch:
+                        start = len(pipe.command_stack)
                         commands(pipe)
-                    await pipe.execute()
+                        spans.append((start, len(pipe.command_stack)))
+                    replies = await pipe.execute()
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                for _, future in batch:
+                for (_, future), (start, end) in zip(batch, spans, strict=True):
                     if not future.done():
-                        future.set_result(None)
+                        future.set_result(replies[start:end])
             finally:  # cancelled (the loop stops): so are its waiters
                 for _, future in batch:
                     if not future.done():
