@@ -11,7 +11,7 @@ Each limit is a GCRA bucket (the "generic cell rate algorithm", a token bucket k
 timestamp) in the broker's Redis, shared by every worker:
 
 - **requests:** each model call reserves the next free moment of its model's bucket, at least
-  `60 / requests_per_minute` seconds (and 2% more, for jitter) after the one before, and
+  `60 / requests_per_minute` seconds (and 5% more, for jitter) after the one before, and
   waits for it: calls are spread evenly, and no minute sees more than the limit;
 - **tokens:** a call first waits until the tokens spent so far have been paid back down to
   one minute's worth, then its tokens (known once it answered) are added;
@@ -41,8 +41,9 @@ import redis
 from agentexec.config import get_settings
 
 #: Calls are spaced this much wider than the limit: the provider sees them after network and
-#: scheduling jitter, and a call that left late must not let the next minute hold one more.
-SPACING = 1.02
+#: scheduling jitter (seconds, on a busy worker), and a call that left late must not let the
+#: next minute hold one more.
+SPACING = 1.05
 
 #: Reserve the next moment of a bucket. KEYS: the bucket. ARGV: now, interval, burst (s).
 #: Returns the seconds to wait (a string, for Lua's integer replies).

@@ -42,7 +42,12 @@ def _routes(served: Served, agent_id: uuid.UUID) -> list[tuple[str, str]]:
     """Every HTTP endpoint of the router, as (method, path) with a real run's id."""
     schema = httpx.get(served.url.rsplit("/agentexec", 1)[0] + "/openapi.json").json()
     return [
-        (method.upper(), path.replace("{agent_id}", str(agent_id)).replace("{task_name}", "t"))
+        (
+            method.upper(),
+            path.replace("{agent_id}", str(agent_id))
+            .replace("{task_name}", "t")
+            .replace("{call_id}", "call_1"),
+        )
         for path, operations in schema["paths"].items()
         for method in operations
     ]
@@ -66,7 +71,8 @@ def test_create_router_needs_auth_or_says_it_is_open(
 def test_every_endpoint_refuses_an_unauthenticated_request(served: Served) -> None:
     agent_id = _queued()
     routes = _routes(served, agent_id)
-    assert len(routes) == 8  # list, events, dashboard, enqueue, detail, result, cancel, events
+    # list, events, dashboard, enqueue, detail, result, cancel, approvals, events
+    assert len(routes) == 9
     for method, path in routes:
         path = path.removeprefix("/agentexec")
         for headers in ({}, {"Authorization": "Bearer wrong-token"}):
