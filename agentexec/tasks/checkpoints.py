@@ -327,8 +327,8 @@ return {2, target['tool'], call, redis.call('HGET', KEYS[1], 'request') or ''}
 
 
 @functools.cache
-def _decide_script(client: redis.Redis) -> Any:
-    return client.register_script(_DECIDE)
+def _decide_script(client: redis.Redis, source: str = _DECIDE) -> Any:
+    return client.register_script(source)
 
 
 #: Take back the last decision of a run that could not be queued again: it waits again.
@@ -354,7 +354,7 @@ return 1
 def undecide(client: redis.Redis, agent_id: str, call_id: str, deadline: float) -> None:
     """Take back the decision that settled a run's last approval (its re-queue failed)."""
     keys = get_settings().keys
-    client.register_script(_UNDECIDE)(
+    _decide_script(client, _UNDECIDE)(
         keys=[keys.checkpoint(agent_id), keys.waiting], args=[call_id, deadline, agent_id]
     )
 

@@ -200,8 +200,9 @@ def _checkpoint_ends(scope: RunScope, *, kept: bool) -> None:
 
 def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str | None:
     """Before a delivery starts (`task_prerun`): take a slot of its concurrency key, if its
-    task has one. Returns `(key, limit)`, or the key when every slot is taken and the run is
-    parked (queued again when a slot frees), or None without a key (or a valid context)."""
+    task has one. Returns `(key, limit)`; or why the run does not start now (its QUEUED log
+    line: parked until a slot frees, or queued again for its rate-limited turn); or None
+    without a key or rate limit (or a valid context)."""
     request: Any = task.request
     if not getattr(task, "lock_key", None) and not getattr(task, "rate_limit", None):
         return None
@@ -227,17 +228,16 @@ def take_slot(task: AgentTask, args: Any, kwargs: Any) -> tuple[str, int] | str 
                                        wanted)  # fmt: skip
     wake(woken, key)
     if not taken:
-        return key
+        return f"Waiting for {key}"
     concurrency.held[str(request.id)] = key
     return key, limit
 
 
-def _parked(task: AgentTask, reason: str) -> None:
-    """Record a run parked for a slot of a key (`reason` is the key), or queued again for its
-    turn under the task's rate limit (`reason` says so), and end its delivery."""
+def _parked(task: AgentTask, why: str) -> None:
+    """Record a run parked for a slot of its key, or queued again for its turn under its
+    task's rate limit (`why` says which), and end its delivery."""
     current: Any = task.request
-    message = reason if reason.startswith("Rate limited") else f"Waiting for {reason}"
-    record_end(current.id, Status.QUEUED, message)
+    record_end(current.id, Status.QUEUED, why)
     current.agentexec_recorded = True
     raise Ignore()
 
