@@ -12,10 +12,10 @@ WORKDIR /app
 # Both syncs name the same extras, so the second one installs agentexec and removes nothing.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --extra postgres --extra example --no-install-project
+    uv sync --frozen --no-dev --no-editable --extra postgres --extra example --extra otel --no-install-project
 COPY agentexec ./agentexec
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --extra postgres --extra example
+    uv sync --frozen --no-dev --no-editable --extra postgres --extra example --extra otel
 
 # Runtime stage: the virtual environment and the example app's code, without uv or sources.
 FROM python:3.12-slim-trixie

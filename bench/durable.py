@@ -81,11 +81,42 @@ def _register_tasks() -> None:
         writes = [list(w) for w in scope.writes] if scope is not None else []
         return {"final": result.final_output, "writes": writes}
 
+    @pool.task("bench_durable_census", checkpoint=False)
+    async def census(agent_id: uuid.UUID, context: DurableBenchContext) -> dict[str, Any]:
+        """The worker's live Python objects by type, after a full collection."""
+        return await asyncio.to_thread(_census)
+
     for name, options in (
         ("bench_durable", {}),
         ("bench_durable_off", {"checkpoint": False}),
     ):
         pool.task(name, **options)(body)
+
+
+_first_snapshot: Any = None
+
+
+def _census() -> dict[str, Any]:
+    """Live Python objects by type after a full collection; with tracemalloc on
+    (`PYTHONTRACEMALLOC=1` in the worker), the allocation sites grown since the first census."""
+    import gc
+    import tracemalloc
+    from collections import Counter
+
+    global _first_snapshot
+    gc.collect()
+    objects = gc.get_objects()
+    types = Counter(type(o).__qualname__ for o in objects)
+    found: dict[str, Any] = {"objects": len(objects), "types": dict(types.most_common(60))}
+    if tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot()
+        if _first_snapshot is None:
+            _first_snapshot = snapshot
+        else:
+            grown = snapshot.compare_to(_first_snapshot, "lineno")[:25]
+            found["grown"] = [f"{g.size_diff / 1024:.0f} KiB {g.count_diff:+} {g.traceback}"
+                              for g in grown]  # fmt: skip
+    return found
 
 
 if ROLE:
@@ -202,6 +233,14 @@ async def _approve_all(ids: list[uuid.UUID]) -> None:
         assert all(decided)
 
 
+async def _worker_census() -> dict[str, Any]:
+    import agentexec as ax
+
+    handle = await ax.enqueue("bench_durable_census", {})
+    result: dict[str, Any] = await ax.get_result(handle.agent_id, timeout=600)
+    return result
+
+
 async def _results(ids: list[uuid.UUID]) -> list[Any]:
     import agentexec as ax
 
@@ -244,11 +283,18 @@ def _waiting(worker_pid: int, n: int, warmup: int) -> dict[str, Any]:
     asyncio.run(_approve_all(warm))
     asyncio.run(_results(warm))
     time.sleep(2)
+    census_before = asyncio.run(_worker_census())
     before = rss_bytes(process_tree(worker_pid))
     ids = asyncio.run(_enqueue_waiting(n))
     to_wait = _wait_all_waiting(ids, 3600)
     time.sleep(2)
+    census_waiting = asyncio.run(_worker_census())
     waiting_rss = rss_bytes(process_tree(worker_pid))
+    grown = {
+        name: count - census_before["types"].get(name, 0)
+        for name, count in census_waiting["types"].items()
+        if count - census_before["types"].get(name, 0) > n // 10
+    }
     asyncio.run(_approve_all(ids))
     results = asyncio.run(_results(ids))
     assert all(r["final"] == "published" for r in results), results[:3]
@@ -259,6 +305,9 @@ def _waiting(worker_pid: int, n: int, warmup: int) -> dict[str, Any]:
         "rss_before_mb": round(before / 2**20, 1),
         "rss_all_waiting_mb": round(waiting_rss / 2**20, 1),
         "rss_delta_mb": round((waiting_rss - before) / 2**20, 1),
+        "python_objects_delta": census_waiting["objects"] - census_before["objects"],
+        "allocations_grown": census_waiting.get("grown"),
+        "types_grown": grown,
         "approval_to_running_p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "approval_to_running_p99_ms": round(percentile(latencies, 99) * 1000, 1),
         "latencies": len(latencies),
@@ -273,6 +322,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model call")
     parser.add_argument("--quick", action="store_true", help="50 agents, 200 waiting, 1 run")
     parser.add_argument("--only", default="overhead,waiting")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="trace the worker's allocations (slow)"
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the model server's port
     args = parser.parse_args()
     if args.quick:
@@ -337,9 +389,10 @@ def _bench(args: argparse.Namespace, openai_url: str) -> None:
     os.environ["BENCH_DURABLE_ROLE"] = "client"
     _register_tasks()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-durable-"))
+    traced = {"PYTHONTRACEMALLOC": "1"} if args.tracemalloc else {}
     worker = WorkerProcess(
         celery_worker_argv("-I", "bench.durable", name="bench-durable"),
-        {**env, "BENCH_DURABLE_ROLE": "worker"},
+        {**env, "BENCH_DURABLE_ROLE": "worker", **traced},
         REPO_ROOT,
         log_dir / "worker.log",
     )

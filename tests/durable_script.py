@@ -8,12 +8,15 @@ Requests are counted per run.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 from agentexec.testing.openai_script import Reply, ToolCall, answered_tool_names
+from agentexec.testing.openai_server import ScriptedOpenAIServer
 
 
 class DurableScript:
@@ -47,3 +50,13 @@ class DurableScript:
                                    delay=self.delay)  # fmt: skip
             return Reply.message(f"final: {outputs[-1]}", delay=self.delay)
         return Reply.message(f"done after {len(done)} steps", delay=self.delay)
+
+
+def returned_usage(server: ScriptedOpenAIServer, agent_id: uuid.UUID | str) -> list[dict[str, int]]:
+    """The usage the server returned for each call of one run."""
+    found = []
+    for body, usage in server.usages:
+        first = next(i for i in body["input"] if isinstance(i, dict) and i.get("role") == "user")
+        if str(agent_id) in json.dumps(first):
+            found.append(usage)
+    return found

@@ -406,7 +406,7 @@ def test_dockerfile_installs_the_lock_with_the_same_extras_each_time() -> None:
         assert {"--frozen", "--no-dev", "--no-editable"} <= set(argv), argv
         assert "--all-extras" not in argv
     chosen = [{argv[i + 1] for i, word in enumerate(argv) if word == "--extra"} for argv in syncs]
-    assert chosen[0] == chosen[1] == {"postgres", "example"}
+    assert chosen[0] == chosen[1] == {"postgres", "example", "otel"}
     assert chosen[0] <= set(extras)
 
 

@@ -20,6 +20,7 @@ from kombu.exceptions import BatchPublishError  # type: ignore[attr-defined]
 from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel
 
+from agentexec import telemetry
 from agentexec.config import get_settings, redact
 from agentexec.exceptions import BrokerUnavailableError, describe
 from agentexec.ids import parse_agent_id, parse_owner
@@ -63,21 +64,25 @@ async def enqueue(
     """
     task = get_agent_task(task_name)
     model = task.validate_context(context)
-    task_id = str(parse_agent_id(agent_id)) if agent_id is not None else None
+    task_id = str(parse_agent_id(agent_id) if agent_id is not None else uuid.uuid4())
     if owner is not None:
         options["owner"] = parse_owner(owner)
     publisher = get_runtime().publisher(_publish)
-    item = _Enqueue(task, model, task_id, parse_priority(priority), options)
-    return cast(AgentResult, await publisher.call(item))
+    level = parse_priority(priority)
+    with telemetry.enqueue_span(task.name, task_id, level.name):
+        item = _Enqueue(task, model, task_id, level, options, telemetry.current_context())
+        return cast(AgentResult, await publisher.call(item))
 
 
 @dataclasses.dataclass
 class _Enqueue:
     task: AgentTask
     context: BaseModel
-    task_id: str | None
+    task_id: str
     priority: Priority
     options: dict[str, Any]
+    #: The caller's trace context, for the publish on the publisher's thread.
+    trace: Any = None
 
 
 def _publish(items: list[_Enqueue]) -> list[AgentResult | BaseException]:
@@ -125,13 +130,14 @@ def _publish_batch(app: Celery, items: list[_Enqueue]) -> list[AgentResult | Bas
                     start = len(rows)
                     outcome: AgentResult | BaseException
                     try:
-                        outcome = refused.get(queue) or item.task.apply_async(
-                            (item.context,),
-                            task_id=item.task_id,
-                            priority=item.priority,
-                            producer=producer,
-                            **{"declare": [], "retry": False, **item.options},
-                        )
+                        with telemetry.attached(item.trace):
+                            outcome = refused.get(queue) or item.task.apply_async(
+                                (item.context,),
+                                task_id=item.task_id,
+                                priority=item.priority,
+                                producer=producer,
+                                **{"declare": [], "retry": False, **item.options},
+                            )
                     except Exception as exc:
                         outcome = exc
                     outcomes.append(outcome)

@@ -44,6 +44,7 @@ from agents.tool_context import ToolContext
 from openai.types.responses import Response, ResponseCompletedEvent, ResponseOutputItem
 from pydantic import TypeAdapter
 
+from agentexec import telemetry
 from agentexec.eventlog.event import Event
 from agentexec.exceptions import BudgetExceededError
 from agentexec.pricing import prices
@@ -89,6 +90,8 @@ class DurableRun:
         self.model: str | None = None
         #: Tokens to charge to rate-limited models.
         self.charges: list[tuple[str, int]] = []
+        #: Its OpenTelemetry spans, when tracing is on.
+        self.spans = telemetry.RunSpans.start()
 
     @classmethod
     def of(cls, runner: BaseAgentRunner, hooks: Any = None) -> DurableRun | None:
@@ -136,6 +139,11 @@ class DurableRun:
             self.run_config = options.get("run_config")
         return current, given, turns
 
+    def close_spans(self, error: BaseException | None = None) -> None:
+        """End the run's open spans (when tracing), failed when `error` ended the run."""
+        if self.spans is not None:
+            self.spans.close(error)
+
     def hooks(self) -> RunHooks[Any]:
         """Hooks that checkpoint each turn, and call the user's own."""
         return _CheckpointHooks(self, self.user_hooks)
@@ -143,6 +151,8 @@ class DurableRun:
     async def turn_starts(self, agent: Agent[Any], input_items: list[TResponseInputItem]) -> None:
         """A model call is about to be made: every turn before it is complete."""
         self.calls += 1
+        if self.spans is not None:
+            self.spans.turn_starts(self.done + self.calls, agent.name)
         if self.calls > 1 and self.scope.checkpoint:  # else nothing new to keep
             await self.runner.save_checkpoint(
                 {
@@ -161,6 +171,8 @@ class DurableRun:
         self.model = _model_name(agent, self.run_config)
         if ratelimits.limit_for(self.model) is not None:
             await ratelimits.before_call(checkpoints.async_client(), self.model)
+        if self.spans is not None:
+            self.spans.model_starts(self.model)
 
     async def refused(self, exc: BaseException) -> None:
         """A 429 from the provider: slow every worker's calls to that model down."""
@@ -199,6 +211,8 @@ class DurableRun:
         """The call's usage, as a usage event of the run (a replayed response has none)."""
         usage = response.usage
         if not usage.requests and not usage.input_tokens and not usage.output_tokens:
+            if self.spans is not None:
+                self.spans.model_ends({"replayed": 1})
             return
         model = _model_name(agent, self.run_config)
         cached = usage.input_tokens_details.cached_tokens or 0
@@ -217,6 +231,9 @@ class DurableRun:
         if cost is not None:
             data["cost"] = cost
             data["prices"] = table.version
+        if self.spans is not None:
+            self.spans.model_ends({"input_tokens": usage.input_tokens,
+                                   "output_tokens": usage.output_tokens})  # fmt: skip
         self.spent["tokens"] += usage.input_tokens + usage.output_tokens
         self.spent["cost"] += cost or 0.0
         if ratelimits.limit_for(model) is not None:
@@ -319,15 +336,24 @@ class _CheckpointHooks(RunHooks[Any]):
             await self.inner.on_handoff(context, from_agent, to_agent)
 
     async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
+        if self.run.spans is not None:
+            self.run.spans.tool_starts(_call_id(context, tool), str(tool.name))
         if self.inner is not None:
             await self.inner.on_tool_start(context, agent, tool)
 
     async def on_tool_end(self, context: Any, agent: Any, tool: Any, result: Any) -> None:
+        if self.run.spans is not None:
+            self.run.spans.tool_ends(_call_id(context, tool))
         if self.inner is not None:
             await self.inner.on_tool_end(context, agent, tool, result)
 
 
 _OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
+
+
+def _call_id(context: Any, tool: Any) -> str:
+    """The id of the tool call a hook is about (the SDK's `ToolContext.tool_call_id`)."""
+    return str(getattr(context, "tool_call_id", None) or f"{tool.name}:{id(context)}")
 
 
 def _is_rate_limit(exc: BaseException) -> bool:

@@ -121,8 +121,10 @@ class OpenAIRunner(BaseAgentRunner):
         try:
             result = await self._with_recovery(attempt, agent, given, turns, durable)
         except Exception as exc:
+            durable.close_spans(exc)
             await durable.refused(exc)
             raise
+        durable.close_spans()
         await durable.finished(result)
         return result
 

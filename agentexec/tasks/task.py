@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from sqlalchemy.exc import SQLAlchemyError
 
+from agentexec import telemetry
 from agentexec.config import get_settings, redact
 from agentexec.exceptions import (
     BrokerUnavailableError,
@@ -124,7 +125,8 @@ class AgentTask(Task[Any, Any]):
         budget = parse_budget(
             kwargs.pop("max_tokens", max_tokens), kwargs.pop("max_cost", max_cost)
         )
-        headers = dict(options.get("headers") or {})
+        # The caller's trace context, so its trace goes on into the worker (when tracing).
+        headers = {**telemetry.headers(), **dict(options.get("headers") or {})}
         if owner is not None:
             headers[OWNER_HEADER] = owner
             check_owner_budget(owner)

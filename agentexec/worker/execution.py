@@ -25,6 +25,7 @@ import redis
 from celery.exceptions import Ignore, Reject
 from pydantic_core import to_jsonable_python
 
+from agentexec import telemetry
 from agentexec.client.approvals import requeue
 from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError, InvalidContextError
@@ -88,7 +89,11 @@ class Execution:
         scope = _scope(task, args, kwargs, deliveries)
         try:
             context = validate_for(task, args, kwargs)
-            coroutine = _in_scope(scope, task.agent_fn(uuid.UUID(agent_id), context))
+            coroutine = _in_scope(
+                scope,
+                task.agent_fn(uuid.UUID(agent_id), context),
+                telemetry.worker_context(task.request),
+            )
             label = f"agent {agent_id} (task {task.name})"
             value = to_jsonable_python(self.loop.run(coroutine, key=agent_id, label=label))
         except (asyncio.CancelledError, concurrent.futures.CancelledError):
@@ -162,10 +167,15 @@ def _scope(
     )
 
 
-async def _in_scope(scope: RunScope, coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Run `coroutine` as the run `scope` describes (`checkpoints.current_run`)."""
+async def _in_scope(
+    scope: RunScope, coroutine: Coroutine[Any, Any, Any], trace_context: Any
+) -> Any:
+    """Run `coroutine` as the run `scope` describes (`checkpoints.current_run`), in the
+    delivery's trace (when tracing)."""
     current_run.set(scope)
-    return await coroutine
+    with telemetry.run_span(trace_context, scope.task, scope.agent_id, scope.delivery,
+                            benign=(RunSuspended,)):  # fmt: skip
+        return await coroutine
 
 
 def _waiting(task: AgentTask, suspended: RunSuspended) -> None:

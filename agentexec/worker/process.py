@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.exc import SQLAlchemyError
 
+from agentexec import telemetry
 from agentexec.config import get_settings
 from agentexec.exceptions import ActivityStoreError
 from agentexec.runtime import freeze_startup_objects, get_runtime
@@ -54,6 +55,7 @@ class AgentWorker:
     def boot(self) -> None:
         """Before consuming: learn revoked runs, and open (or create) the activity tables."""
         revoked.load(self.app)
+        telemetry.configure("agentexec-worker")  # spans, when OTEL_* variables ask for them
         logging.getLogger("celery.app.trace").addFilter(QuietRequeue())
         runtime = get_runtime()
         runtime.worker = self.hostname
@@ -103,6 +105,7 @@ class AgentWorker:
             self.progress = None
         self.loop.stop()
         get_runtime().stop()
+        telemetry.shutdown()
 
 
 def _after_fork(ref: weakref.ref[AgentWorker]) -> None:

@@ -19,20 +19,10 @@ from agentexec.states import EventKind, utcnow
 from agentexec.testing.openai_server import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker, agentexec_flush, record_events
 from tests.apps import APP_DIR, APP_ENV
-from tests.durable_script import DurableScript
+from tests.durable_script import DurableScript, returned_usage
 
 PRICES = {"version": "test-2026-12", "models": {"gpt-4o": {"input": 2.5, "cached_input": 1.25,
                                                            "output": 10.0}}}  # fmt: skip
-
-
-def _returned(server: ScriptedOpenAIServer, agent_id: uuid.UUID) -> list[dict[str, int]]:
-    """The usage the server returned for each call of one run."""
-    found = []
-    for body, usage in server.usages:
-        first = next(i for i in body["input"] if isinstance(i, dict) and i.get("role") == "user")
-        if str(agent_id) in json.dumps(first):
-            found.append(usage)
-    return found
 
 
 async def test_usage_equals_what_the_server_returned_with_its_cost(
@@ -45,7 +35,7 @@ async def test_usage_equals_what_the_server_returned_with_its_cost(
         runs = [await ax.enqueue("durable_agent", {"steps": n}) for n in (4, 1)]
         for run in runs:
             await ax.get_result(run.agent_id, timeout=30)
-        returned = {run.agent_id: _returned(server, run.agent_id) for run in runs}
+        returned = {run.agent_id: returned_usage(server, run.agent_id) for run in runs}
     price = Price(2.5, 1.25, 10.0)
     for run, calls in zip(runs, (5, 2), strict=True):
         usage = returned[run.agent_id]

@@ -3,6 +3,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.orm import Session
 import agentexec as ax
+from agentexec import telemetry
 
 from .db import engine
 from .views import router
@@ -12,6 +13,8 @@ from .security import verify_token
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    # (not in the guide: OpenTelemetry spans when OTEL_EXPORTER_OTLP_ENDPOINT is set)
+    telemetry.configure("agent-api")
     # Startup: Clean up stale activities
     with Session(engine) as session:
         canceled = ax.activity.cancel_pending(session)
@@ -22,6 +25,7 @@ async def lifespan(app: FastAPI):
 
     # Shutdown: Close Redis connection
     await ax.close_redis()
+    telemetry.shutdown()
 
 app = FastAPI(
     title="Agent API",
