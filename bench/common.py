@@ -10,8 +10,10 @@ import json
 import math
 import os
 import signal
+import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -524,3 +526,42 @@ def verdict(
         return ""
     ok = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
     return " ✓" if ok else " ✗"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def scripted_model_server(latency: float) -> Iterator[str]:
+    """The durable bench's scripted OpenAI server (`bench.durable --serve`) in a process of
+    its own, so that it never waits on the client; yields its `/v1` base URL."""
+    from agentexec.processes import WorkerProcess
+
+    port = free_port()
+    server = WorkerProcess(
+        [sys.executable, "-m", "bench.durable", "--serve", str(port), "--latency", str(latency)],
+        base_env(PYTHONPATH=str(REPO_ROOT)),
+        REPO_ROOT,
+        Path(tempfile.mkdtemp(prefix="bench-model-server-")) / "server.log",
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    server.start(60, lambda: answers(f"{base_url}/health"))
+    try:
+        yield f"{base_url}/v1"
+    finally:
+        server.stop(10)

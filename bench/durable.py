@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -42,6 +40,7 @@ from bench.common import (
     process_tree,
     reset_activity_tables,
     rss_bytes,
+    scripted_model_server,
     unique,
 )
 
@@ -139,7 +138,7 @@ def _responder(latency: float) -> Any:
                 return Reply.calls(ToolCall("publish", {"channel": "news"}), delay=latency)
             return Reply.message("published", delay=latency)
         done = [n for n in answered_tool_names(request) if n == "step"]
-        if len(done) < 4:
+        if len(done) < (1 if mode == "short" else 4):  # "short": 2 calls, as bench.limits
             return Reply.calls(ToolCall("step", {"n": len(done) + 1}), delay=latency)
         return Reply.message("done", delay=latency)
 
@@ -330,42 +329,13 @@ def main() -> None:
     if args.quick:
         args.agents, args.waiting, args.runs = 50, 200, 1
 
-    from agentexec.processes import WorkerProcess
     from agentexec.testing.openai_server import ScriptedOpenAIServer
 
     if args.serve:
         ScriptedOpenAIServer(_responder(args.latency), port=args.serve).serve_forever()
         return
-    # The model server in a process of its own, so that it never waits on the client.
-    port = _free_port()
-    server = WorkerProcess(
-        [sys.executable, "-m", "bench.durable", "--serve", str(port), "--latency",
-         str(args.latency)],
-        base_env(PYTHONPATH=str(REPO_ROOT)),
-        REPO_ROOT,
-        Path(tempfile.mkdtemp(prefix="bench-durable-server-")) / "server.log",
-    )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    server.start(60, lambda: _answers(base_url))
-    try:
-        _bench(args, f"{base_url}/v1")
-    finally:
-        server.stop(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    with scripted_model_server(args.latency) as openai_url:
+        _bench(args, openai_url)
 
 
 def _bench(args: argparse.Namespace, openai_url: str) -> None:

@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -43,7 +42,15 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel
 
-from bench.common import REPO_ROOT, base_env, emit, percentile, reset_activity_tables, unique
+from bench.common import (
+    REPO_ROOT,
+    base_env,
+    emit,
+    free_port,
+    percentile,
+    reset_activity_tables,
+    unique,
+)
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 POSTGRES_URL = os.environ.get(
@@ -290,13 +297,6 @@ def _summary(delays: list[Arrival]) -> dict[str, Any]:
 # ----------------------------------------------------------------- driver
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="1,100,1000", help="comma-separated in-flight sizes")
@@ -324,7 +324,7 @@ def main() -> None:
     get_settings.cache_clear()  # read again, with this environment
     reset_activity_tables(POSTGRES_URL)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-watch-"))
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     api_argv = [sys.executable, "-m", "uvicorn", "--factory", "bench.watch:make_app",
                 "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip

@@ -25,6 +25,8 @@ class DurableScript:
         self.calls: Counter[str] = Counter()
         #: When each request arrived.
         self.times: list[float] = []
+        #: When each run's first request arrived, by agent id.
+        self.first: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any]) -> Reply:
@@ -36,6 +38,7 @@ class DurableScript:
         with self._lock:
             self.calls[run] += 1
             self.times.append(time.time())
+            self.first.setdefault(run, self.times[-1])
         done = [n for n in answered_tool_names(request) if n == "step"]
         if mode == "steps" and len(done) < int(steps):
             call = ToolCall("step", {"n": len(done) + 1})

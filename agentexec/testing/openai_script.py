@@ -59,12 +59,19 @@ class ModelError:
         message: The ``error.message`` of the OpenAI-style error body.
         error_type: The ``error.type`` of the body.
         code: The ``error.code`` of the body.
+        retry_after: Seconds sent as the ``Retry-After`` header (with a 429, say); none when
+            None.
     """
 
     status_code: int = 500
     message: str = "The scripted model failed."
     error_type: str = "server_error"
     code: str | None = None
+    retry_after: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The response headers: ``Retry-After`` when set."""
+        return {} if self.retry_after is None else {"Retry-After": f"{self.retry_after:g}"}
 
     def body(self) -> _JSONDict:
         """Return the OpenAI-style JSON error body.
@@ -160,6 +167,7 @@ class Reply:
         error_type: str = "server_error",
         code: str | None = None,
         delay: float | None = None,
+        retry_after: float | None = None,
     ) -> Reply:
         """Build a reply that answers with an HTTP error.
 
@@ -169,12 +177,13 @@ class Reply:
             error_type: The ``error.type`` of the body.
             code: The ``error.code`` of the body.
             delay: Simulated latency in seconds.
+            retry_after: Seconds sent as the ``Retry-After`` header.
 
         Returns:
             The reply.
         """
         return cls(
-            error=ModelError(status_code, message, error_type, code),
+            error=ModelError(status_code, message, error_type, code, retry_after),
             delay=delay,
         )
 

@@ -462,7 +462,8 @@ class ScriptedOpenAIServer:
             error = ModelError(500, f"Responder failed: {exc!r}")
             return JSONResponse(error.body(), status_code=error.status_code)
         if reply.error is not None:
-            return JSONResponse(reply.error.body(), status_code=reply.error.status_code)
+            return JSONResponse(reply.error.body(), status_code=reply.error.status_code,
+                                headers=reply.error.headers())  # fmt: skip
         return body, _Plan.from_reply(reply)
 
     async def _handle_responses(self, request: Request) -> Response:

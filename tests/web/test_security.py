@@ -22,7 +22,7 @@ import agentexec.web
 from agentexec.config import get_settings
 from agentexec.eventlog.event import Event
 from agentexec.states import EventKind
-from agentexec.testing.plugin import StartWorker, record_events
+from agentexec.testing.plugin import StartWorker, agentexec_flush, record_events
 from tests.web.conftest import AUTH, Served, lifespan, serve, verify_token
 
 #: The database plays no part here: SQLite alone keeps the suite short.
@@ -332,3 +332,24 @@ def test_cross_site_writes_need_a_bearer_token(
         # A bearer token, which a browser never adds by itself, passes from anywhere.
         response = served.http.post(url, json={}, headers={"Origin": "https://evil.example"})
         assert response.status_code == 202
+
+
+def test_an_owner_over_its_daily_budget_gets_a_429(
+    scoped: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AGENTEXEC_OWNER_DAILY_TOKENS`: an owner whose runs spent it today is refused with 429
+    and why; nothing is queued for it. Another owner still enqueues."""
+    spent = _queued("alice")
+    record_events(
+        Event(spent, ax.Status.RUNNING, "", kind=EventKind.USAGE,
+              data={"model": "gpt-4o", "requests": 1, "input": 900, "output": 200}),
+    )  # fmt: skip
+    agentexec_flush()
+    monkeypatch.setattr(ax.get_settings(), "owner_daily_tokens", 1000)
+    response = scoped.http.post("/agents/tasks/sleep_agent", json={}, headers=_as("alice"))
+    assert response.status_code == 429, response.text
+    assert "owner 'alice' daily budget exceeded: 1,100 tokens" in response.json()["detail"]
+    page = scoped.http.get("/agents", headers=_as("alice")).json()
+    assert [item["agent_id"] for item in page["items"]] == [str(spent)]  # nothing queued
+    response = scoped.http.post("/agents/tasks/sleep_agent", json={}, headers=_as("bob"))
+    assert response.status_code == 202, response.text

@@ -30,6 +30,7 @@ STATUS: dict[type[Exception], int] = {
     ax.UnknownTaskError: 404,
     ax.TaskFailedError: 409,
     ax.TaskCanceledError: 409,
+    ax.BudgetExceededError: 429,
     ax.BrokerUnavailableError: 503,
     ax.ActivityStoreError: 503,
 }
