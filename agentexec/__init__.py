@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from agentexec.states import Status
     from agentexec.tasks.app import app, create_app
     from agentexec.tasks.queues import Priority
-    from agentexec.tasks.results import close_redis, get_result
+    from agentexec.tasks.results import close_redis, gather, get_result
     from agentexec.tasks.task import AgentResult, AgentTask
     from agentexec.tasks.worker_pool import WorkerPool
 
@@ -70,6 +70,7 @@ __all__ = [
     "OpenAIRunner",
     # Results
     "close_redis",
+    "gather",
     "get_result",
     # Watching live
     "watch",
@@ -120,6 +121,7 @@ _SOURCES = {
     "BaseAgentRunner": "agentexec.runners",
     "OpenAIRunner": "agentexec.runners",
     "close_redis": "agentexec.tasks.results",
+    "gather": "agentexec.tasks.results",
     "get_result": "agentexec.tasks.results",
     "watch": "agentexec.client.watching",
     "watch_all": "agentexec.client.watching",

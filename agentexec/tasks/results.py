@@ -111,6 +111,62 @@ async def get_result(agent_id: uuid.UUID | str, timeout: float = 30.0) -> Any:
         await listener.unwatch(key, stored)
 
 
+#: Result keys read per MGET by `gather`.
+_GATHER_CHUNK = 1000
+
+
+async def gather(*runs: Any, timeout: float = 300.0) -> list[Any]:
+    """The results of `runs` (handles from `ax.enqueue` or `task.delay`, or agent ids), in
+    the order given, waiting up to `timeout` seconds in all.
+
+    The results already stored are read together (one `MGET` per thousand runs); only the
+    runs still going are waited for, each as `get_result` waits. The first failure ends the
+    wait at once and is raised; the other runs go on.
+
+    Raises:
+        TaskFailedError: a run raised (the first found).
+        TaskCanceledError: a run was canceled.
+        UnknownAgentError: no run has one of the ids.
+        TimeoutError: not every run finished in time.
+        InvalidRequestError: `timeout` is out of range, as for `get_result`.
+    """
+    limit = get_settings().max_result_timeout
+    if not 0 < timeout <= limit:
+        raise InvalidRequestError(
+            f"timeout must be above 0 and at most {limit:g} seconds, got {timeout!r}"
+        )
+    deadline = time.monotonic() + timeout
+    ids = [str(parse_agent_id(getattr(run, "agent_id", run))) for run in runs]
+    backend: Any = app.backend
+    client = _listener(backend.url).client
+    found: dict[int, Any] = {}
+    for start in range(0, len(ids), _GATHER_CHUNK):
+        chunk = ids[start : start + _GATHER_CHUNK]
+        keys = [backend.get_key_for_task(agent_id).decode() for agent_id in chunk]
+        for index, payload in enumerate(await client.mget(keys), start):
+            if payload is None:
+                continue
+            meta: dict[str, Any] = backend.decode(payload)
+            if meta["status"] in states.READY_STATES:
+                found[index] = _unwrap(ids[index], meta)  # raises for a failed run
+    waiting = {
+        index: asyncio.ensure_future(get_result(ids[index], max(deadline - time.monotonic(), 1e-3)))
+        for index in range(len(ids))
+        if index not in found
+    }
+    try:
+        pending = set(waiting.values())
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # the first failure, raised
+    finally:
+        for future in waiting.values():
+            future.cancel()
+    found.update((index, future.result()) for index, future in waiting.items())
+    return [found[index] for index in range(len(ids))]
+
+
 async def close_redis() -> None:
     """Close agentexec's Redis connections in this process. Safe to call more than once."""
     listener = _listeners.pop(asyncio.get_running_loop(), None)
