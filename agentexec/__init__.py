@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from agentexec.client.approvals import approve, reject, resume
     from agentexec.client.cancel import cancel
     from agentexec.client.enqueue import enqueue
+    from agentexec.client.pipeline import Group, Pipeline, call, group
     from agentexec.client.watching import watch, watch_all
     from agentexec.config import Settings, get_settings
     from agentexec.db.models import Base
@@ -60,6 +61,11 @@ __all__ = [
     "cancel",
     "create_app",
     "enqueue",
+    # Composed runs
+    "Group",
+    "Pipeline",
+    "call",
+    "group",
     # Durable runs
     "approve",
     "reject",
@@ -122,6 +128,10 @@ _SOURCES = {
     "OpenAIRunner": "agentexec.runners",
     "close_redis": "agentexec.tasks.results",
     "gather": "agentexec.tasks.results",
+    "Group": "agentexec.client.pipeline",
+    "Pipeline": "agentexec.client.pipeline",
+    "call": "agentexec.client.pipeline",
+    "group": "agentexec.client.pipeline",
     "get_result": "agentexec.tasks.results",
     "watch": "agentexec.client.watching",
     "watch_all": "agentexec.client.watching",

@@ -118,6 +118,18 @@ class Keys:
         starts of a task), as a Unix time."""
         return self._key("rate", kind, name)
 
+    def composed(self, agent_id: str) -> str:
+        """Hash: a pipeline run's state: its name, owner, whether it ended, its children."""
+        return self._key("composed", agent_id)
+
+    def step_output(self, agent_id: str, step: int) -> str:
+        """String: a pipeline step's output (JSON), kept so a step's body never runs twice."""
+        return self._key("composed", agent_id, "out", str(step))
+
+    def join(self, agent_id: str, step: int) -> str:
+        """Hash: the results of a step's fan-out children, by position, until all are in."""
+        return self._key("composed", agent_id, "join", str(step))
+
     @property
     def waiting(self) -> str:
         """Sorted set: runs waiting for approvals, scored by when their wait expires."""

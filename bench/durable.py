@@ -318,6 +318,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--waiting", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, help="runs through the cycle before measuring")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model call")
     parser.add_argument("--quick", action="store_true", help="50 agents, 200 waiting, 1 run")
     parser.add_argument("--only", default="overhead,waiting")
@@ -374,7 +375,7 @@ def _bench(args: argparse.Namespace, openai_url: str) -> None:
             print({"bench": "durable-overhead", **_overhead(args.agents, args.runs)})
         if "waiting" in args.only:
             print(f"{args.waiting} WAITING runs on one worker", flush=True)
-            warmup = max(100, args.waiting // 10)
+            warmup = args.warmup if args.warmup is not None else max(100, args.waiting // 10)
             print({"bench": "durable-waiting", **_waiting(worker.pid, args.waiting, warmup)})
     finally:
         worker.stop(30)

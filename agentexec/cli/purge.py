@@ -128,7 +128,7 @@ def _remove(
     from sqlalchemy import delete, select
 
     from agentexec.config import get_settings
-    from agentexec.db.models import Activity, ActivityLog, Approval
+    from agentexec.db.models import Activity, ActivityChild, ActivityLog, Approval
     from agentexec.keys import cancel_reason
 
     # Still finished and old within this transaction; the logs go explicitly, as the
@@ -136,6 +136,7 @@ def _remove(
     still = select(Activity.agent_id).where(Activity.agent_id.in_(ids), *finished)
     conn.execute(delete(ActivityLog).where(ActivityLog.agent_id.in_(still)))
     conn.execute(delete(Approval).where(Approval.agent_id.in_(still)))
+    conn.execute(delete(ActivityChild).where(ActivityChild.agent_id.in_(still)))
     removed = conn.execute(delete(Activity).where(Activity.agent_id.in_(ids), *finished))
     # The Redis keys before the commit: should Redis fail, the batch's rows stay, and a
     # second purge finds them again.

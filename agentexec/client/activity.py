@@ -24,13 +24,14 @@ from agentexec.client.schemas import (
     ActivityListItem,
     ActivityLogView,
     ActivityPage,
+    ChildRun,
     RunUsage,
     UsageTotals,
 )
 from agentexec.client.usage import run_usage, usage
 from agentexec.config import get_settings
 from agentexec.db import projection
-from agentexec.db.models import Activity, ActivityLog, Base
+from agentexec.db.models import Activity, ActivityChild, ActivityLog, Base
 from agentexec.eventlog.event import Event, clean_message
 from agentexec.exceptions import InvalidAgentIdError, InvalidRequestError
 from agentexec.ids import parse_agent_id
@@ -92,7 +93,23 @@ def detail(
         return None
     found = ActivityDetail.model_validate(activity)
     found.usage = run_usage(session, [found.agent_id]).get(found.agent_id, RunUsage())
+    found.children = _children(session, found.agent_id)
     return found
+
+
+def _children(session: Session, parent_id: uuid.UUID) -> builtins.list[ChildRun]:
+    """The runs a composed run started, in order of their place in it."""
+    rows = session.execute(
+        select(ActivityChild, Activity.agent_type, Activity.status, Activity.latest_log)
+        .outerjoin(Activity, Activity.agent_id == ActivityChild.agent_id)
+        .where(ActivityChild.parent_id == parent_id)
+    ).all()
+    found = [
+        ChildRun(agent_id=link.agent_id, position=link.position, step=link.step, task=task,
+                 status=status, latest_log=latest)
+        for link, task, status, latest in rows
+    ]  # fmt: skip
+    return sorted(found, key=lambda c: [int(p) for p in c.position.split(".") if p.isdigit()])
 
 
 def list(

@@ -24,7 +24,7 @@ from agentexec.exceptions import ActivityStoreError, UnknownAgentError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import UNFINISHED, EventKind, Status
-from agentexec.tasks import checkpoints, revoked
+from agentexec.tasks import checkpoints, composition, revoked
 from agentexec.tasks.app import app
 
 
@@ -48,10 +48,12 @@ async def cancel(
         ActivityStoreError: `owner` is given and the database cannot say whose run it is.
     """
     reason = clean_message(reason, get_settings().max_message_bytes)
-    return await asyncio.to_thread(_cancel, parse_agent_id(agent_id), reason, owner)
+    return await asyncio.to_thread(cancel_now, parse_agent_id(agent_id), reason, owner)
 
 
-def _cancel(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
+def cancel_now(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
+    """`cancel`, on this thread. A pipeline run's unfinished steps and children are
+    canceled with it."""
     runtime = get_runtime()
     try:
         with Session(runtime.engine) as session:
@@ -71,6 +73,15 @@ def _cancel(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
         if row.status not in UNFINISHED:
             return False
         status = row.status
+    if composition.is_composed(str(agent_id)):
+        if not composition.end(str(agent_id), "canceled"):
+            return False  # it had ended: the row just did not say so yet
+        for child in composition.children(str(agent_id)):
+            try:
+                cancel_now(uuid.UUID(child), reason, None)
+            except UnknownAgentError:  # published, its row not written yet
+                revoke_runs([uuid.UUID(child)], reason)
+        status = Status.QUEUED  # nothing runs the pipeline run itself: record its end here
     revoke_runs([agent_id], reason)
     if status is not Status.RUNNING:  # a waiting run's stored state goes at once
         try:

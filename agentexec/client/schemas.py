@@ -94,12 +94,29 @@ class ApprovalView(BaseModel):
         return self.approved is None
 
 
+class ChildRun(BaseModel):
+    """A run a composed run started: a pipeline's step, or a child of a step's fan-out."""
+
+    agent_id: uuid.UUID
+    #: Its place in the parent: "1" for the second step, "1.3" for the fourth child of its
+    #: fan-out.
+    position: str
+    #: The step it belongs to.
+    step: str
+    task: str | None = None
+    #: None until its own row is written.
+    status: Status | None = None
+    latest_log: str | None = None
+
+
 class ActivityDetail(ActivityListItem):
-    """A run with its whole log, oldest first, and the approvals it asked for."""
+    """A run with its whole log, oldest first, the approvals it asked for, and (for a
+    pipeline run) the runs it started, in order."""
 
     logs: list[ActivityLogView]
     approvals: list[ApprovalView] = []
     usage: RunUsage | None = None
+    children: list[ChildRun] = []
 
 
 class ActivityPage(BaseModel):

@@ -182,3 +182,21 @@ class ModelUsage(Base):
     #: The price table's version the cost was computed with.
     prices: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ActivityChild(Base):
+    """A run started by a composed run (a pipeline's step, or a child of a step's fan-out):
+    which run is its parent, and where in it the child stands. One row per child, written
+    from the child's QUEUED event."""
+
+    __tablename__ = f"{_PREFIX}activity_child"
+    __table_args__ = (Index(f"ix_{_PREFIX}activity_child_parent", "parent_id", "position"),)
+
+    #: The child run; no foreign key: the link may be projected before either row.
+    agent_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    parent_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    #: Its place in the parent: "2" for step 2, "2.3" for the fourth child of step 2's fan-out.
+    position: Mapped[str] = mapped_column(String(32))
+    #: The step's name.
+    step: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agentexec.db.models import Activity, ActivityLog, Approval, ModelUsage
+from agentexec.db.models import Activity, ActivityChild, ActivityLog, Approval, ModelUsage
 from agentexec.eventlog.event import Event
 from agentexec.states import TERMINAL, EventKind, Status
 
@@ -75,9 +75,37 @@ def apply(conn: Connection, events: Sequence[Event], *, synchronous_commit: bool
     else:
         _upsert_runs(conn, rows)
         _insert_logs(conn, unique)
-    approvals = [e for e in unique if e.data is not None]
+    approvals = [e for e in unique if e.data is not None and e.kind is not EventKind.QUEUED]
     if approvals:
         _apply_approvals(conn, approvals)
+    links = [e for e in unique if e.kind is EventKind.QUEUED and e.data and "parent" in e.data]
+    if links:
+        _insert_links(conn, links)
+
+
+def _insert_links(conn: Connection, events: list[Event]) -> None:
+    """A composed run's child: its parent and its place (from its QUEUED event's data)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    rows = []
+    for event in events:
+        parent = (event.data or {})["parent"]
+        try:
+            parent_id = uuid.UUID(str(parent.get("id")))
+        except (AttributeError, ValueError):
+            continue  # not ours: a malformed header never stops the projection
+        rows.append(
+            {
+                "agent_id": event.agent_id,
+                "parent_id": parent_id,
+                "position": str(parent.get("position", ""))[:32],
+                "step": str(parent.get("step", ""))[:255],
+                "created_at": event.at,
+            }
+        )
+    if rows:
+        conn.execute(
+            insert(ActivityChild).on_conflict_do_nothing(index_elements=["agent_id"]), rows
+        )
 
 
 def _insert_usage(conn: Connection, events: list[Event]) -> None:

@@ -47,6 +47,10 @@ WHY_HEADER = "agentexec_why"
 #: Message header of a run queued again to resume (after its approvals, or `ax.resume`):
 #: how many times it was, so each resume counts its own deliveries.
 RESUME_HEADER = "agentexec_resumes"
+#: Message header of a composed run's child (`agentexec.tasks.composition`): `{"id": P,
+#: "index": i, "step": name, "position": "i" or "i.k", "join": {"position": k, "of": n}}`
+#: (join: a child of a fan-out).
+PARENT_HEADER = "agentexec_parent"
 #: The attribute that marks a task class as an agent task (`AgentTask` sets it).
 AGENT_MARK = "agentexec_agent"
 
@@ -99,6 +103,7 @@ class QueuedRecorder:
             kind=EventKind.RETRY if retries else EventKind.QUEUED,
             task=str(sender),
             owner=headers.get(OWNER_HEADER),
+            data={"parent": headers[PARENT_HEADER]} if headers.get(PARENT_HEADER) else None,
         )
         headers[EVENT_HEADER] = {"key": get_runtime().events.key, "fields": event.fields()}
 

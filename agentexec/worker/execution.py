@@ -27,13 +27,20 @@ from pydantic_core import to_jsonable_python
 
 from agentexec import telemetry
 from agentexec.client.approvals import requeue
+from agentexec.client.cancel import cancel_now
 from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError, InvalidContextError
 from agentexec.states import Status
-from agentexec.tasks import checkpoints, concurrency, ratelimits
+from agentexec.tasks import checkpoints, composition, concurrency, ratelimits
 from agentexec.tasks.budgets import task_budget
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
-from agentexec.tasks.queued import BUDGET_HEADER, OWNER_HEADER, RATE_HEADER, RESUME_HEADER
+from agentexec.tasks.queued import (
+    BUDGET_HEADER,
+    OWNER_HEADER,
+    PARENT_HEADER,
+    RATE_HEADER,
+    RESUME_HEADER,
+)
 from agentexec.tasks.ratelimits import parse_rate
 from agentexec.tasks.task import AgentTask, validate_for
 from agentexec.worker import delivery
@@ -87,6 +94,9 @@ class Execution:
     ) -> Any:
         agent_id = str(task.request.id)
         scope = _scope(task, args, kwargs, deliveries)
+        #: How the delivery ends without a result, raised outside the `except` blocks so that
+        #: it does not chain (and keep alive) the run's last exception and its frames.
+        ending: Ignore | Reject | None = None
         try:
             context = validate_for(task, args, kwargs)
             coroutine = _in_scope(
@@ -100,13 +110,14 @@ class Execution:
             if agent_id in self.requeue:
                 self.requeue.discard(agent_id)
                 self._requeued(task)
-                raise Reject(REQUEUED_AT_SHUTDOWN, requeue=True) from None
-            # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
-            _checkpoint_ends(scope, kept=False)
-            raise Ignore() from None
+                ending = Reject(REQUEUED_AT_SHUTDOWN, requeue=True)
+            else:
+                # Revoked with terminate=True: the revoke already stored REVOKED and CANCELED.
+                _checkpoint_ends(scope, kept=False)
+                ending = Ignore()
         except RunSuspended as suspended:
             _waiting(task, suspended)
-            raise Ignore() from None  # acknowledged: the approvals queue it again
+            ending = Ignore()  # acknowledged: the approvals queue it again
         except Exception as exc:
             delay = _transient_retry_delay(task, exc)
             if delay is not None:
@@ -115,9 +126,15 @@ class Execution:
             retrying = _will_retry(task, exc)
             record_finished(task, exc, retrying=retrying)
             _checkpoint_ends(scope, kept=True)
+            if not retrying:
+                _composed_failed(scope, task, exc)
             raise
+        if ending is not None:
+            raise ending
         record_finished(task)
         _checkpoint_ends(scope, kept=False)
+        if scope.request.get("parent"):
+            composition.step_finished(scope.request["parent"], value)
         return value
 
     def _requeued(self, task: AgentTask) -> None:
@@ -163,6 +180,7 @@ def _scope(
             "retries": request.retries or 0,
             "resumes": resumes,
             "budget": budget,
+            "parent": getattr(request, PARENT_HEADER, None),
         },
     )
 
@@ -190,6 +208,20 @@ def _waiting(task: AgentTask, suspended: RunSuspended) -> None:
         data={"approvals": suspended.approvals},
     )
     request.agentexec_recorded = True
+
+
+def _composed_failed(scope: RunScope, task: AgentTask, error: BaseException) -> None:
+    """A pipeline's step or child failed for good: the pipeline ends ERROR, naming it, and
+    its other unfinished runs are canceled."""
+    parent = scope.request.get("parent")
+    if not parent:
+        return
+    others = composition.step_failed(parent, task.name, scope.agent_id, error)
+    for other in others:
+        try:
+            cancel_now(uuid.UUID(other), f"Pipeline failed: step {parent['step']!r}", None)
+        except Exception:  # never published, or ended: nothing to cancel
+            logger.debug("child %s of %s not canceled", other, parent["id"], exc_info=True)
 
 
 def _checkpoint_ends(scope: RunScope, *, kept: bool) -> None:
