@@ -173,6 +173,15 @@ def show(agent_id: uuid.UUID, app_module: str | None, owner: str | None, as_json
             )
             if asked.decision_message:
                 out.print(f"    {shown(asked.decision_message)}")
+    if activity.children:
+        out.print("\n[bold]runs[/bold]")
+        for child in activity.children:
+            depth = "  " * child.position.count(".")
+            status = styled(child.status.value) if child.status else "-"
+            out.print(
+                f"  {depth}{shown(child.position)}  {shown(child.step)}  {child.agent_id}  "
+                f"{shown(child.task or '')}  {status}  {shown(child.latest_log or '')}"
+            )
 
 
 def usage_text(usage: Any) -> str:

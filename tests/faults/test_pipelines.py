@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 import redis
 import userapp.pipelines
+from click.testing import CliRunner
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from userapp.pipelines import ResearchPipeline, Topic, pipeline
 
 import agentexec as ax
+from agentexec.cli import main
 from agentexec.config import get_settings
 from agentexec.testing import wait_for
 from agentexec.testing.plugin import StartWorker
@@ -70,6 +72,8 @@ async def test_a_pipeline_fans_out_to_five_runs_and_completes(
     assert child.status is ax.Status.COMPLETE and child.owner == "acme"
     page = ax.activity.list(agentexec_session, owner="acme", page_size=20)
     assert page.total == 9
+    shown = CliRunner().invoke(main, ["show", str(run.agent_id)]).output
+    assert "\nruns\n" in shown and "    1.4  research" in shown and "2  write" in shown
     await ax.close_redis()
 
 
