@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     num_workers: int = Field(default=100, ge=1)
     """Concurrent agent slots per worker process. A slot is a parked thread, not a process."""
 
+    timezone: str = "UTC"
+    """The time zone cron schedules are read in (`pool.add_schedule`), an IANA name."""
+
     pool: str = "threads"
     """Worker pool: `threads` (agentexec's thread pool, one shared loop per process) or any
     Celery pool name such as `prefork`. Celery's `-P prefork` flag cannot override a configured

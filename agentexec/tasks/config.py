@@ -90,6 +90,13 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         # Agents wait on models: many cheap thread slots per process, one shared loop.
         "worker_pool": THREADS_POOL if settings.pool == "threads" else settings.pool,
         "worker_concurrency": settings.num_workers,
+        # Schedules (`agentexec beat`): celery-redbeat keeps them in the broker's Redis, under
+        # the queue prefix, with its lock so that one beat runs.
+        "timezone": settings.timezone,
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_key_prefix": f"{settings.queue_prefix}.redbeat",
+        "redbeat_lock_timeout": 30,
+        "beat_max_loop_interval": 5,
         # Flower.
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,

@@ -51,6 +51,9 @@ RESUME_HEADER = "agentexec_resumes"
 #: "index": i, "step": name, "position": "i" or "i.k", "join": {"position": k, "of": n}}`
 #: (join: a child of a fan-out).
 PARENT_HEADER = "agentexec_parent"
+#: Message header of a run a schedule started: `{"name", "repeat", "overlap"}`
+#: (`agentexec.tasks.schedules`).
+SCHEDULE_HEADER = "agentexec_schedule"
 #: The attribute that marks a task class as an agent task (`AgentTask` sets it).
 AGENT_MARK = "agentexec_agent"
 
@@ -96,6 +99,9 @@ class QueuedRecorder:
             message = str(headers.get(WHY_HEADER) or "Queued again to resume")
         else:
             message = f"Retry {retries} queued" if retries else "Task queued"
+            scheduled = headers.get(SCHEDULE_HEADER)
+            if isinstance(scheduled, dict) and not retries:
+                message = f"Task queued by schedule {str(scheduled.get('name'))!r}"
         event = Event(
             parse_agent_id(headers["id"]),
             Status.QUEUED,

@@ -6,8 +6,9 @@ import inspect
 import os
 import typing
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, Literal
 
 from celery import Celery
 from pydantic import BaseModel
@@ -15,9 +16,10 @@ from sqlalchemy import Engine
 
 from agentexec.config import get_settings
 from agentexec.runtime import get_runtime
+from agentexec.tasks import schedules
 from agentexec.tasks.app import app as default_app
 from agentexec.tasks.app import install
-from agentexec.tasks.task import AgentFunction, AgentTask
+from agentexec.tasks.task import AgentFunction, AgentTask, get_agent_task
 
 
 class WorkerPool:
@@ -44,6 +46,57 @@ class WorkerPool:
             get_runtime().bind(engine, database_url)
         self.app = install(app or default_app)
         self.num_workers = num_workers or get_settings().num_workers
+
+    def add_schedule(
+        self,
+        task_name: str,
+        every: str | timedelta | float,
+        context: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        repeat: int = -1,
+        overlap: Literal["allow", "skip"] = "allow",
+        name: str | None = None,
+    ) -> None:
+        """Start runs of the agent task `task_name` on a schedule, from `agentexec beat`.
+
+        Args:
+            task_name: a task registered with `@pool.task`.
+            every: a cron expression ("*/5 * * * *", in `AGENTEXEC_TIMEZONE`), or an interval
+                (a timedelta, or seconds).
+            context: the context of every run (validated now).
+            repeat: how many more times after the first; -1, forever.
+            overlap: "skip" skips a firing while the previous run still goes.
+            name: the schedule's name (`agentexec schedule list`); the task's by default.
+
+        Raises:
+            UnknownTaskError: no task has that name.
+            InvalidRequestError: a bad expression, interval or policy.
+            InvalidContextError: the context does not validate.
+        """
+        schedules.declare(self.app, get_agent_task(task_name), every, context,
+                          repeat=repeat, overlap=overlap, name=name)  # fmt: skip
+
+    def schedule(
+        self,
+        task_name: str,
+        every: str | timedelta | float,
+        *,
+        context: BaseModel | Mapping[str, Any] | None = None,
+        repeat: int = -1,
+        overlap: Literal["allow", "skip"] = "allow",
+        name: str | None = None,
+        **options: Any,
+    ) -> Callable[[AgentFunction], AgentTask]:
+        """Register the decorated function as the agent task `task_name` (as `@pool.task`,
+        with `options`) and schedule it (as `add_schedule`)."""
+
+        def register(fn: AgentFunction) -> AgentTask:
+            task = self.task(task_name, **options)(fn)
+            self.add_schedule(task_name, every, context, repeat=repeat, overlap=overlap,
+                              name=name)  # fmt: skip
+            return task
+
+        return register
 
     def task(self, name: str, **options: Any) -> Callable[[AgentFunction], AgentTask]:
         """Register `async def f(agent_id: UUID, context: Model)` as the agent task `name`.
