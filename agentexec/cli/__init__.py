@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from agentexec import __version__
+from agentexec.cli.beat import beat, schedule
 from agentexec.cli.check import check
 from agentexec.cli.db import create_tables, db
 from agentexec.cli.demo import demo
@@ -40,7 +41,7 @@ def main() -> None:
 
 for command in (
     list_runs, show, tail, cancel, approve, resume, result, purge, worker, project, check, db,
-    demo, flower,
+    demo, flower, beat, schedule,
 ):  # fmt: skip
     main.add_command(command)
 main.add_command(create_tables)

@@ -95,6 +95,7 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "timezone": settings.timezone,
         "redbeat_redis_url": settings.redis_url,
         "redbeat_key_prefix": f"{settings.queue_prefix}.redbeat",
+        "redbeat_redis_options": {},
         "redbeat_lock_timeout": 30,
         "beat_max_loop_interval": 5,
         # Flower.

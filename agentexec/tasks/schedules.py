@@ -154,6 +154,15 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
     """celery-redbeat's scheduler, with the schedules' `overlap` and `repeat` policies. A
     firing that is skipped still moves the schedule on to its next time."""
 
+    def setup_schedule(self) -> None:
+        """Write the declared schedules to Redis; say so when another beat holds the lock
+        (this one then waits for it)."""
+        super().setup_schedule()
+        lock = self.app.redbeat_conf.lock_key  # (`self.lock_key` is set after this runs)
+        if lock and get_redis(self.app).exists(lock):
+            logger.warning("beat: another beat holds the lock %s; this one waits until it "
+                           "stops", lock)  # fmt: skip
+
     def apply_async(
         self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any
     ) -> Any:
@@ -163,9 +172,9 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         if repeat >= 0 and int(client.get(_key(entry.name, "fired")) or 0) > repeat:
             return self._skip(entry, advance, "it fired as many times as asked")
         if policy.get("overlap") == "skip":
-            last = client.get(_key(entry.name, "last"))
-            if last is not None and self._going(last.decode()):
-                return self._skip(entry, advance, f"its previous run {last.decode()} still goes")
+            last = client.get(_key(entry.name, "last"))  # (redbeat's client decodes)
+            if last is not None and self._going(str(last)):
+                return self._skip(entry, advance, f"its previous run {last} still goes")
         result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)
         if result is not None:
             ttl = get_settings().result_expires

@@ -101,8 +101,8 @@ def test_fails_when_the_tables_are_missing(
     out = _check(probe_dir, agentexec_env, "--allow-no-workers")
     assert out.returncode == 1
     assert (
-        "missing tables agentexec_activity, agentexec_activity_approval, agentexec_activity_log, "
-        "agentexec_activity_usage"
+        "missing tables agentexec_activity, agentexec_activity_approval, agentexec_activity_child, "
+        "agentexec_activity_log, agentexec_activity_usage"
     ) in out.stdout
     engine = create_engine(agentexec_database_url)
     with engine.connect() as conn:
@@ -123,7 +123,8 @@ def test_fails_when_the_tables_are_out_of_date(
     assert out.returncode == 1
     assert (
         "tables out of date, missing agentexec_activity.last_seq, agentexec_activity.owner, "
-        "agentexec_activity_approval, agentexec_activity_log.seq, agentexec_activity_usage "
+        "agentexec_activity_approval, agentexec_activity_child, agentexec_activity_log.seq, "
+        "agentexec_activity_usage "
         "(run `agentexec db upgrade`)"
     ) in out.stdout
     migrations.upgrade(get_runtime().engine)

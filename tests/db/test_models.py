@@ -20,8 +20,8 @@ def test_table_prefix_applies_to_tables_and_foreign_keys() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
-        "['myapp_activity', 'myapp_activity_approval', 'myapp_activity_log', "
-        "'myapp_activity_usage']",
+        "['myapp_activity', 'myapp_activity_approval', 'myapp_activity_child', "
+        "'myapp_activity_log', 'myapp_activity_usage']",
         "['myapp_activity.agent_id']",
     ]
 
