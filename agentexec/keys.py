@@ -118,6 +118,11 @@ class Keys:
         starts of a task), as a Unix time."""
         return self._key("rate", kind, name)
 
+    def owner_spent(self, owner: str, day: str) -> str:
+        """Hash: an owner's tokens and cost on one UTC day (`YYYY-MM-DD`), for its daily
+        budget."""
+        return self._key("spent", day, owner)
+
     def composed(self, agent_id: str) -> str:
         """Hash: a pipeline run's state: its name, owner, whether it ended, its children."""
         return self._key("composed", agent_id)

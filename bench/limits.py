@@ -53,6 +53,7 @@ LIMITS_ENV = {
     "AGENTEXEC_OWNER_DAILY_TOKENS": str(10**12),
 }
 OWNER = "bench-owner"
+PREFIX = unique("bench-limits")
 
 
 class LimitsContext(BaseModel):
@@ -156,22 +157,27 @@ def _admission(n: int) -> list[float]:
     return [(starts[i + 2] - ends[i]).total_seconds() for i in waits]
 
 
+def _client_env(args: argparse.Namespace, openai_url: str) -> dict[str, str]:
+    """What the client and every phase's worker share: one queue prefix (the client's Celery
+    app binds its queues once), each phase draining its runs before the next starts."""
+    return base_env(
+        REDIS_URL=REDIS_URL,
+        DATABASE_URL=POSTGRES_URL,
+        AGENTEXEC_QUEUE_PREFIX=PREFIX,
+        AGENTEXEC_NUM_WORKERS=str(args.agents + 10),
+        PYTHONPATH=str(REPO_ROOT),
+        OPENAI_BASE_URL=openai_url,
+        OPENAI_API_KEY="bench",
+    )
+
+
 def _phase(name: str, args: argparse.Namespace, openai_url: str) -> dict[str, Any]:
     """One phase on a worker of its own: enqueue latency, then agents in flight."""
     from agentexec.config import get_settings
     from agentexec.processes import WorkerProcess, celery_worker_argv
 
     limited = name == "limited"
-    env = base_env(
-        REDIS_URL=REDIS_URL,
-        DATABASE_URL=POSTGRES_URL,
-        AGENTEXEC_QUEUE_PREFIX=unique("bench-limits"),
-        AGENTEXEC_NUM_WORKERS=str(args.agents + 10),
-        PYTHONPATH=str(REPO_ROOT),
-        OPENAI_BASE_URL=openai_url,
-        OPENAI_API_KEY="bench",
-        **(LIMITS_ENV if limited else {}),
-    )
+    env = {**_client_env(args, openai_url), **(LIMITS_ENV if limited else {})}
     for key in LIMITS_ENV:
         os.environ.pop(key, None)
     os.environ.update(env)
@@ -215,10 +221,14 @@ def main() -> None:
     if args.quick:
         args.agents, args.enqueues, args.keyed, args.runs = 50, 50, 10, 1
     os.environ["BENCH_LIMITS_ROLE"] = "client"
-    _register_tasks()
     reset_activity_tables(POSTGRES_URL)
     phases: dict[str, list[dict[str, Any]]] = {"plain": [], "limited": []}
     with scripted_model_server(args.latency) as openai_url:
+        os.environ.update(_client_env(args, openai_url))
+        from agentexec.config import get_settings
+
+        get_settings.cache_clear()  # (read when bench.common imported agentexec)
+        _register_tasks()
         for repetition in range(args.runs):
             order = ["plain", "limited"] if repetition % 2 == 0 else ["limited", "plain"]
             for name in order:

@@ -121,6 +121,15 @@ class Pipeline:
                 super().__init_subclass__(**kwargs)
                 pipeline._define(cls)
 
+            @property
+            def agent_id(self) -> uuid.UUID:
+                """The id of the step's own run, in a step's body: what its runner needs,
+                `ax.OpenAIRunner(agent_id=self.agent_id)`."""
+                scope = current_run.get()
+                if scope is None:
+                    raise RuntimeError("agent_id is known only inside a step's run")
+                return uuid.UUID(scope.agent_id)
+
         return PipelineBase
 
     def step(

@@ -51,7 +51,7 @@ from agentexec.pricing import prices
 from agentexec.runners.base import BaseAgentRunner
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
-from agentexec.tasks import checkpoints, ratelimits
+from agentexec.tasks import budgets, checkpoints, ratelimits
 from agentexec.tasks.checkpoints import RunScope, RunSuspended, current_run
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ class DurableRun:
         self.model: str | None = None
         #: Tokens to charge to rate-limited models.
         self.charges: list[tuple[str, int]] = []
+        #: The last call's tokens and cost, for its owner's daily budget.
+        self.owner_charge: tuple[int, float] | None = None
         #: Its OpenTelemetry spans, when tracing is on.
         self.spans = telemetry.RunSpans.start()
 
@@ -199,6 +201,13 @@ class DurableRun:
         while self.charges:
             model, tokens = self.charges.pop()
             await ratelimits.after_call(checkpoints.async_client(), model, tokens)
+        owner = self.scope.request.get("owner")
+        # Counted whenever a check made the owner's day (the API's settings may differ).
+        if self.owner_charge is not None and owner:
+            tokens, cost = self.owner_charge
+            key = budgets.owner_spent_key(str(owner))
+            await checkpoints.async_client().eval(budgets.ADD_SPENT, 1, key, tokens, repr(cost))
+        self.owner_charge = None
         if not self.scope.checkpoint or not any(_acts(item) for item in response.output):
             return  # a final answer: the run ends at once, nothing to replay
         output = [_dump(item) for item in response.output]
@@ -235,6 +244,7 @@ class DurableRun:
             self.spans.model_ends({"input_tokens": usage.input_tokens,
                                    "output_tokens": usage.output_tokens})  # fmt: skip
         self.spent["tokens"] += usage.input_tokens + usage.output_tokens
+        self.owner_charge = (usage.input_tokens + usage.output_tokens, cost or 0.0)
         self.spent["cost"] += cost or 0.0
         if ratelimits.limit_for(model) is not None:
             self.charges.append((model, usage.input_tokens + usage.output_tokens))

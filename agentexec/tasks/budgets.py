@@ -5,7 +5,11 @@ A run's budget comes from `ax.enqueue(..., max_tokens=..., max_cost=...)` (the m
 runner stops a run that went over at its next turn boundary (`agentexec.runners.durable`).
 An owner's daily budget (`AGENTEXEC_OWNER_DAILY_TOKENS`, `AGENTEXEC_OWNER_DAILY_COST`) is
 checked when a run is enqueued for that owner, against the usage of its runs since midnight
-UTC.
+UTC. That usage is counted in Redis, in one hash per owner and day (`Keys.owner_spent`), so
+the check costs one round trip however much the owner ran: the first check of a day reads
+the day's usage so far from SQL into it, and from then on the workers add each model call's
+tokens and cost. (Calls whose usage events had not reached SQL when the day's hash was made,
+a fraction of a second's worth, go uncounted.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -50,9 +55,9 @@ def check_owner_budget(owner: str) -> None:
     Raises:
         BudgetExceededError: they have.
     """
-    settings = get_settings()
-    if settings.owner_daily_tokens is None and settings.owner_daily_cost is None:
+    if not owner_budgets_set():
         return
+    settings = get_settings()
     tokens, cost = spent_today(owner)
     if settings.owner_daily_tokens is not None and tokens >= settings.owner_daily_tokens:
         raise BudgetExceededError("tokens", tokens, settings.owner_daily_tokens, owner)
@@ -60,8 +65,47 @@ def check_owner_budget(owner: str) -> None:
         raise BudgetExceededError("cost", cost, settings.owner_daily_cost, owner)
 
 
+#: How long an owner's day of spending stays in Redis: a day, and a day's margin.
+_SPENT_TTL = 2 * 86_400
+#: Seed an owner's day from SQL, unless a check seeded it already: returns the hash.
+_SEED = """
+if redis.call('exists', KEYS[1]) == 0 then
+  redis.call('hset', KEYS[1], 'tokens', ARGV[1], 'cost', ARGV[2])
+  redis.call('expire', KEYS[1], ARGV[3])
+end
+return redis.call('hmget', KEYS[1], 'tokens', 'cost')
+"""
+#: Add a model call to an owner's day, once a check has seeded it (before then SQL has it).
+ADD_SPENT = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hincrby', KEYS[1], 'tokens', ARGV[1])
+  redis.call('hincrbyfloat', KEYS[1], 'cost', ARGV[2])
+end
+"""
+
+
+def owner_spent_key(owner: str) -> str:
+    """Today's (UTC) spending hash of `owner`."""
+    return get_settings().keys.owner_spent(owner, datetime.now(UTC).strftime("%Y-%m-%d"))
+
+
+def owner_budgets_set() -> bool:
+    settings = get_settings()
+    return settings.owner_daily_tokens is not None or settings.owner_daily_cost is not None
+
+
 def spent_today(owner: str) -> tuple[int, float]:
     """The tokens and cost of `owner`'s runs since midnight UTC."""
+    client: redis.Redis = get_runtime().events.client()
+    key = owner_spent_key(owner)
+    found = client.hmget(key, ["tokens", "cost"])
+    if found[0] is None:
+        tokens, cost = _spent_in_sql(owner)
+        found = client.eval(_SEED, 1, key, tokens, repr(cost), _SPENT_TTL)
+    return int(found[0] or 0), float(found[1] or 0.0)
+
+
+def _spent_in_sql(owner: str) -> tuple[int, float]:
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     stmt = (
         select(

@@ -453,3 +453,53 @@ def test_bad_input_gets_a_specific_status(guide_app: GuideApp) -> None:
     response = app.http.post("/api/tasks/research", content=b"x" * (1_048_576 + 1))
     assert (response.status_code, response.json()["error"]) == (413, "BodyTooLarge")
     assert app.http.get("/api/activities").json()["total"] == 2  # the doomed and the stopped
+
+
+def test_research_pipeline_over_http(guide_app: GuideApp) -> None:
+    """The example's research pipeline (docs/pipelines.md): a planner agent writes 5
+    questions, 5 researcher agents answer them in runs of their own, a writer agent reports."""
+    app = guide_app
+
+    def respond(request: dict[str, Any]) -> Any:
+        if "Write exactly 5 research questions" in request.get("instructions", ""):
+            questions = [f"Question {i} on Acme?" for i in range(1, 7)]  # one too many
+            return Reply.message(json.dumps({"response": questions}))
+        return default_responder(request)
+
+    app.server.responder = respond
+    app.start_worker()
+    response = app.http.post(
+        "/api/secure/pipelines/research", json={"company": "Acme", "focus_areas": ["pricing"]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["message"] == "Research pipeline started for Acme"
+    pipeline_id = response.json()["agent_id"]
+
+    response = app.http.get(f"/api/secure/tasks/{pipeline_id}/result", params={"timeout": 60})
+    assert response.status_code == 200, response.text
+    report = response.json()["result"]
+    questions = [f"Question {i} on Acme?" for i in range(1, 6)]
+    assert [f["question"] for f in report["findings"]] == questions
+    assert [f["answer"] for f in report["findings"]] == [f"Done: {q}" for q in questions]
+    assert report["company"] == "Acme"
+    assert report["report"].startswith("Done: Q: Question 1 on Acme?")
+
+    # The planner saw the focus areas; the writer saw every finding.
+    planner = [r for r in app.server.requests if "research questions" in r["instructions"]]
+    assert len(planner) == 1 and "Focus on: pricing" in planner[0]["instructions"]
+
+    # The pipeline's run and its children: 3 steps and 5 researchers, all COMPLETE.
+    def children_done() -> bool:
+        detail = app.http.get(f"/agentexec/agents/{pipeline_id}").json()
+        return len(detail["children"]) == 8 and all(
+            c["status"] == "COMPLETE" for c in detail["children"]
+        )
+
+    wait_for(children_done, timeout=30)
+    detail = app.http.get(f"/agentexec/agents/{pipeline_id}").json()
+    assert detail["status"] == "COMPLETE"
+    tasks = sorted(c["task_type"] for c in detail["children"])
+    assert tasks == sorted(
+        ["research_pipeline_plan", "research_pipeline_research", "research_pipeline_write"]
+        + ["research_question"] * 5
+    )

@@ -16,6 +16,7 @@ from agentexec.cli import main
 from agentexec.eventlog.event import Event
 from agentexec.pricing import Price, _parse
 from agentexec.states import EventKind, utcnow
+from agentexec.tasks import budgets
 from agentexec.testing.openai_server import ScriptedOpenAIServer
 from agentexec.testing.plugin import StartWorker, agentexec_flush, record_events
 from tests.apps import APP_DIR, APP_ENV
@@ -132,4 +133,29 @@ async def test_a_budget_stops_the_run_at_a_turn_and_resume_goes_on(
     agentexec_session.expire_all()
     detail = ax.activity.detail(agentexec_session, run.agent_id)
     assert detail is not None and detail.usage is not None and detail.usage.requests == 5
+    await ax.close_redis()
+
+
+async def test_an_owners_day_is_counted_by_the_workers_as_its_runs_spend(
+    agentexec_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a daily budget set, the first check of the day reads the owner's usage from SQL
+    into Redis, and from then on the workers add each call's tokens there: the next check
+    sees a run's spending the moment the run ends, without a SQL query."""
+    script = DurableScript()
+    with ScriptedOpenAIServer(script) as server:
+        # The worker has no budget set: only the enqueuing side needs it.
+        env = {**APP_ENV, **server.env(), "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+        agentexec_worker("-I", "userapp.durable_tasks", cwd=APP_DIR, env=env)
+        monkeypatch.setattr(ax.get_settings(), "owner_daily_tokens", 1_000_000)
+        assert budgets.spent_today("initech") == (0, 0.0)  # seeded: nothing spent today
+        run = await ax.enqueue("durable_agent", {"steps": 2}, owner="initech")
+        await ax.get_result(run.agent_id, timeout=30)
+        returned = returned_usage(server, run.agent_id)
+    spent = sum(u["input_tokens"] + u["output_tokens"] for u in returned)
+    assert len(returned) == 3 and spent > 0
+    assert budgets.spent_today("initech")[0] == spent
+    monkeypatch.setattr(ax.get_settings(), "owner_daily_tokens", spent)
+    with pytest.raises(ax.BudgetExceededError, match="owner 'initech' daily budget exceeded"):
+        await ax.enqueue("durable_agent", {"steps": 0}, owner="initech")
     await ax.close_redis()

@@ -9,7 +9,7 @@ from .exceptions import TaskNotFoundError, TaskTimeoutError
 from .limits import RATE_LIMIT, limiter
 from .security import verify_token
 from .views import TaskRequest, TaskResponse
-from .worker import ResearchContext
+from .worker import ResearchContext, research_pipeline
 
 router = APIRouter()
 
@@ -63,3 +63,22 @@ async def get_task_result(agent_id: str, timeout: int = 30):
     except KeyError:
         raise TaskNotFoundError(agent_id)
     return {"agent_id": agent_id, "result": result}
+
+
+@router.post(
+    "/pipelines/research",
+    response_model=TaskResponse,
+    summary="Start the Research Pipeline",
+    description="Plan five questions, research each one with its own agent, write a report.",
+)
+@limiter.limit(RATE_LIMIT)
+async def start_research_pipeline(request: Request, task: TaskRequest):
+    """The pipeline runs on the workers; its id gives its status, its steps and researchers
+    (`GET /agentexec/agents/{id}`), and the report (`GET /api/secure/tasks/{id}/result`)."""
+    priority = ax.Priority.HIGH if task.priority == "high" else ax.Priority.LOW
+    run = await research_pipeline.enqueue(
+        ResearchContext(company=task.company, focus_areas=task.focus_areas), priority=priority
+    )
+    return TaskResponse(
+        agent_id=str(run.agent_id), message=f"Research pipeline started for {task.company}"
+    )
