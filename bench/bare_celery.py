@@ -85,3 +85,15 @@ def agent_asyncio_run(idx: int, latency: float) -> dict[str, Any]:
 
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+
+
+@app.task(name="bare.chain_step")
+def chain_step(previous: dict[str, Any] | None) -> dict[str, Any]:
+    """A link of a chain: notes how long after the previous link's end it started."""
+    import time
+
+    started = time.time()
+    handoffs = list(previous["handoffs"]) if previous else []
+    if previous:
+        handoffs.append(started - previous["ended"])
+    return {"handoffs": handoffs, "ended": time.time()}

@@ -8,7 +8,8 @@ Two phases on one worker process, alternating which goes first in each repetitio
   an owner's daily budget, all far above what the run uses: every check is made, none waits.
 
 Each phase measures the latency of `ax.enqueue` awaited alone (`--enqueues` of them, p50 and
-p99), and the wall time of `--agents` agents in flight (2 model calls each over real HTTP to a
+p99, before the phase's worker starts, so that the enqueue path is all that runs), and the wall
+time of `--agents` agents in flight (2 model calls each over real HTTP to a
 scripted OpenAI server with `--latency` seconds per call, first enqueue to last result).
 
 Then, once per repetition, **admission latency**: `--keyed` runs on one key with
@@ -191,8 +192,9 @@ def _phase(name: str, args: argparse.Namespace, openai_url: str) -> dict[str, An
         log_dir / "worker.log",
     )
     try:
-        worker.start(120)
+        # The enqueue path alone: no worker competes for the CPU yet (the runs wait).
         latencies, ids = asyncio.run(_enqueue_latencies(task, args.enqueues))
+        worker.start(120)
         asyncio.run(_results(ids))
         wall, _ = asyncio.run(_in_flight(task, args.agents))
         found: dict[str, Any] = {
@@ -253,6 +255,10 @@ def _report(phases: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         ratio = median("limited", key) / median("plain", key)
         print(f"{key:>16}: plain {spread('plain', key)}  limited {spread('limited', key)}  "
               f"ratio {ratio:.3f}")  # fmt: skip
+    paired = [round(lim["wall_s"] / plain["wall_s"], 3)
+              for lim, plain in zip(phases["limited"], phases["plain"], strict=True)]  # fmt: skip
+    print(f"   wall_s ratio per run (limited / plain, same repetition): {paired}, "
+          f"median {statistics.median(paired):.3f}")  # fmt: skip
     p50, p99 = percentile(admission, 50), percentile(admission, 99)
     print(f"admission latency (slot free -> next start on the key), {len(admission)} waits: "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip

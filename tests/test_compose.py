@@ -29,12 +29,12 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SRC = ROOT / "examples" / "fastapi_app" / "src"
 DOCKERFILE = ROOT / "Dockerfile"
 #: The services that run the image (the others are stock postgres and redis).
-APP_SERVICES = ("migrate", "api", "worker", "flower")
+APP_SERVICES = ("migrate", "api", "worker", "beat", "flower")
 
 #: Each secret compose needs, and the services that use it: no other service may see it.
 SECRETS: dict[str, set[str]] = {
-    "POSTGRES_PASSWORD": {"migrate", "api", "worker", "db"},
-    "REDIS_PASSWORD": {"api", "worker", "flower", "redis"},
+    "POSTGRES_PASSWORD": {"migrate", "api", "worker", "beat", "db"},
+    "REDIS_PASSWORD": {"api", "worker", "beat", "flower", "redis"},
     "API_TOKENS": {"api"},
     "FLOWER_BASIC_AUTH": {"flower"},
     "OPENAI_API_KEY": {"worker"},
@@ -142,7 +142,7 @@ def dockerignored(relative: str) -> bool:
 
 
 def test_every_service_is_there_and_depends_on_existing_ones() -> None:
-    assert {"migrate", "api", "worker", "flower", "db", "redis"} <= set(SERVICES)
+    assert {"migrate", "api", "worker", "beat", "flower", "db", "redis"} <= set(SERVICES)
     for service in SERVICES.values():
         assert set(service.get("depends_on", {})) <= set(SERVICES)
 
@@ -163,7 +163,7 @@ def test_environment_uses_only_settings_the_code_reads() -> None:
 
 def test_redis_url_authenticates_against_the_redis_service() -> None:
     """redis-py must read the password back out of the URL: no reserved character breaks it."""
-    for name in ("api", "worker", "flower"):
+    for name in ("api", "worker", "beat", "flower"):
         url = interpolate(SERVICES[name]["environment"]["REDIS_URL"], SAMPLE_ENV)
         kwargs = redis.Redis.from_url(url).connection_pool.connection_kwargs
         assert (kwargs["host"], kwargs["port"]) == ("redis", 6379), name
@@ -172,7 +172,7 @@ def test_redis_url_authenticates_against_the_redis_service() -> None:
 
 def test_database_url_matches_the_db_service_and_an_installed_driver() -> None:
     db = interpolate(SERVICES["db"]["environment"], SAMPLE_ENV)
-    for name in ("migrate", "api", "worker"):
+    for name in ("migrate", "api", "worker", "beat"):
         url = make_url(interpolate(SERVICES[name]["environment"]["DATABASE_URL"], SAMPLE_ENV))
         assert url.drivername == "postgresql+psycopg", name
         assert (url.host, url.port, url.database) == ("db", 5432, db["POSTGRES_DB"]), name
@@ -195,6 +195,10 @@ def test_commands_point_at_modules_that_exist() -> None:
     assert flower[:4] == ["agentexec", "flower", "-A", worker[2]]
     migrate = shlex.split(SERVICES["migrate"]["command"])
     assert migrate == ["agentexec", "db", "upgrade", "-A", worker[2]]
+    assert shlex.split(SERVICES["beat"]["command"]) == ["agentexec", "beat", "-A", worker[2]]
+    assert SERVICES["beat"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
     for name in ("api", "worker"):
         probe = SERVICES[name]["healthcheck"]["test"]
         assert probe[1:5] == ["agentexec", "check", "-A", worker[2]]
@@ -204,7 +208,7 @@ def test_commands_point_at_modules_that_exist() -> None:
     assert "--allow-no-workers" in SERVICES["api"]["healthcheck"]["test"]
     for name in APP_SERVICES:
         assert SERVICES[name]["build"] == "."
-    for name in ("migrate", "api", "worker"):
+    for name in ("migrate", "api", "worker", "beat"):
         assert SERVICES[name]["working_dir"] == "/app/examples/fastapi_app/src"
     assert DOCKERFILE.exists()
 
@@ -212,7 +216,7 @@ def test_commands_point_at_modules_that_exist() -> None:
 def test_the_agentexec_commands_compose_runs_exist() -> None:
     db = cli.commands["db"]
     assert isinstance(db, click.Group) and "upgrade" in db.commands
-    assert "check" in cli.commands
+    assert "check" in cli.commands and "beat" in cli.commands
     if "flower" not in cli.commands:
         pytest.skip("`agentexec flower` (the flower service's command) is not in the CLI yet")
 

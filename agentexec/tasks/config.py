@@ -97,6 +97,8 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "redbeat_key_prefix": f"{settings.queue_prefix}.redbeat",
         "redbeat_redis_options": {},
         "redbeat_lock_timeout": 30,
+        # `celery beat` and `worker -B` too, not only `agentexec beat`.
+        "beat_scheduler": "agentexec.tasks.schedules:Scheduler",
         "beat_max_loop_interval": 5,
         # Flower.
         "worker_send_task_events": settings.task_events,

@@ -500,6 +500,6 @@ def test_research_pipeline_over_http(guide_app: GuideApp) -> None:
     assert detail["status"] == "COMPLETE"
     tasks = sorted(c["task_type"] for c in detail["children"])
     assert tasks == sorted(
-        ["research_pipeline_plan", "research_pipeline_research", "research_pipeline_write"]
+        ["research_pipeline.plan", "research_pipeline.research", "research_pipeline.write"]
         + ["research_question"] * 5
     )
