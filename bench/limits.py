@@ -16,7 +16,7 @@ Then, once per repetition, **admission latency**: `--keyed` runs on one key with
 `max_concurrency=2`; for each run that waited for a slot, the time from the end of the run
 whose slot it took (its COMPLETE row) to its "Task started" row.
 
-    uv run python -m bench.limits [--agents 1000] [--runs 3] [--quick]
+    uv run python -m bench.limits [--agents 1000] [--runs 4] [--quick]
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ from bench.common import (
     REDIS_URL,
     REPO_ROOT,
     base_env,
+    cpu_seconds,
+    delete_keys,
     percentile,
+    process_tree,
+    queue_key_patterns,
     reset_activity_tables,
     scripted_model_server,
     unique,
@@ -172,6 +176,15 @@ def _client_env(args: argparse.Namespace, openai_url: str) -> dict[str, str]:
     )
 
 
+def _redis_calls() -> dict[str, int]:
+    """Redis's count of each command it ran so far (all clients)."""
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        stats: dict[str, Any] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
 def _phase(name: str, args: argparse.Namespace, openai_url: str) -> dict[str, Any]:
     """One phase on a worker of its own: enqueue latency, then agents in flight."""
     from agentexec.config import get_settings
@@ -196,12 +209,21 @@ def _phase(name: str, args: argparse.Namespace, openai_url: str) -> dict[str, An
         latencies, ids = asyncio.run(_enqueue_latencies(task, args.enqueues))
         worker.start(120)
         asyncio.run(_results(ids))
+        cpu_before, calls_before = cpu_seconds(process_tree(worker.pid)), _redis_calls()
         wall, _ = asyncio.run(_in_flight(task, args.agents))
+        cpu = cpu_seconds(process_tree(worker.pid)) - cpu_before
+        if args.commands:
+            calls = _redis_calls()
+            per_agent = {k: round((v - calls_before.get(k, 0)) / args.agents, 2)
+                         for k, v in sorted(calls.items())
+                         if v - calls_before.get(k, 0) >= args.agents / 10}  # fmt: skip
+            print({"phase": name, "redis_commands_per_agent": per_agent}, flush=True)
         found: dict[str, Any] = {
             "enqueue_p50_ms": round(percentile(latencies, 50), 3),
             "enqueue_p99_ms": round(percentile(latencies, 99), 3),
             "wall_s": round(wall, 2),
             "agents_per_s": round(args.agents / wall, 1),
+            "worker_cpu_ms_per_agent": round(cpu * 1000 / args.agents, 2),
         }
         if limited:
             admission = _admission(args.keyed)
@@ -209,6 +231,11 @@ def _phase(name: str, args: argparse.Namespace, openai_url: str) -> dict[str, An
         return found
     finally:
         worker.stop(30)
+        # The next phase starts from the same empty state: an order effect (the second
+        # phase of a repetition ran up to 20% slower on a growing log and tables) would
+        # otherwise weigh on whichever phase goes second.
+        reset_activity_tables(POSTGRES_URL)
+        delete_keys(REDIS_URL, [*queue_key_patterns(PREFIX), "celery-task-meta-*"])
 
 
 def main() -> None:
@@ -216,9 +243,11 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--enqueues", type=int, default=300)
     parser.add_argument("--keyed", type=int, default=40)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=4, help="even: each order as often")
     parser.add_argument("--latency", type=float, default=1.0, help="seconds per model call")
     parser.add_argument("--quick", action="store_true", help="50 agents, 50 enqueues, 1 run")
+    parser.add_argument("--commands", action="store_true",
+                        help="print the Redis commands per agent of each phase")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.agents, args.enqueues, args.keyed, args.runs = 50, 50, 10, 1
@@ -251,7 +280,8 @@ def _report(phases: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
     admission = [a for p in phases["limited"] for a in p["admission_ms"]]
     print(f"\n{args.agents} agents in flight, 2 calls x {args.latency}s; {args.runs} runs")
-    for key in ("enqueue_p50_ms", "enqueue_p99_ms", "wall_s", "agents_per_s"):
+    for key in ("enqueue_p50_ms", "enqueue_p99_ms", "wall_s", "agents_per_s",
+                "worker_cpu_ms_per_agent"):  # fmt: skip
         ratio = median("limited", key) / median("plain", key)
         print(f"{key:>16}: plain {spread('plain', key)}  limited {spread('limited', key)}  "
               f"ratio {ratio:.3f}")  # fmt: skip

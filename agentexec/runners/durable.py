@@ -198,15 +198,16 @@ class DurableRun:
         """The model answered: record its usage (and charge the shared token limits); keep
         an answer that calls tools, to replay after a crash."""
         self.record_usage(agent, response)
-        while self.charges:
-            model, tokens = self.charges.pop()
-            await ratelimits.after_call(checkpoints.async_client(), model, tokens)
+        # The shared token buckets and the owner's day, in one round trip.
         owner = self.scope.request.get("owner")
-        # Counted whenever a check made the owner's day (the API's settings may differ).
-        if self.owner_charge is not None and owner:
-            tokens, cost = self.owner_charge
-            key = budgets.owner_spent_key(str(owner))
-            await checkpoints.async_client().eval(budgets.ADD_SPENT, 1, key, tokens, repr(cost))
+        if self.charges or (self.owner_charge is not None and owner):
+            pipe = checkpoints.async_client().pipeline(transaction=False)
+            while self.charges:
+                ratelimits.charge(pipe, *self.charges.pop())
+            # Counted whenever a check made the owner's day (the API's settings may differ).
+            if self.owner_charge is not None and owner:
+                budgets.add_spent(pipe, str(owner), *self.owner_charge)
+            await pipe.execute()
         self.owner_charge = None
         if not self.scope.checkpoint or not any(_acts(item) for item in response.output):
             return  # a final answer: the run ends at once, nothing to replay

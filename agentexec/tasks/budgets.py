@@ -84,6 +84,11 @@ end
 """
 
 
+def add_spent(pipe: Any, owner: str, tokens: int, cost: float) -> None:
+    """Queue, on `pipe`, a model call's tokens and cost for `owner`'s day."""
+    pipe.eval(ADD_SPENT, 1, owner_spent_key(owner), tokens, repr(cost))
+
+
 def owner_spent_key(owner: str) -> str:
     """Today's (UTC) spending hash of `owner`."""
     return get_settings().keys.owner_spent(owner, datetime.now(UTC).strftime("%Y-%m-%d"))

@@ -58,6 +58,26 @@ redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil((tat - now) * 1000) + 
 return tostring(wait)
 """
 
+#: A model call's turn. KEYS: the tokens bucket, the requests bucket. ARGV: now, the requests'
+#: interval (-1: no request limit), the tokens' horizon (-1: no token limit). Waits until at
+#: most the horizon's worth of tokens is outstanding, and reserves the request's moment from
+#: then. Returns the seconds to wait (a string).
+_TURN = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
+local from = now
+if horizon >= 0 then
+  local ahead = tonumber(redis.call('GET', KEYS[1]) or '0') - now - horizon
+  if ahead > 0 then from = now + ahead end
+end
+if interval < 0 then return tostring(from - now) end
+local start = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), from)
+local tat = start + interval
+redis.call('SET', KEYS[2], tostring(tat), 'PX', math.ceil((tat - now) * 1000) + 60000)
+return tostring(start - now)
+"""
+
 #: Add a cost to a bucket after the fact. KEYS: the bucket. ARGV: now, seconds of cost.
 _CHARGE = """
 local now = tonumber(ARGV[1])
@@ -138,41 +158,37 @@ def _bucket(kind: str, name: str) -> str:
 
 
 async def before_call(client: Any, model: str) -> float:
-    """Wait for the model's turn (requests and tokens); returns the seconds waited."""
+    """Wait for the model's turn (requests and tokens); returns the seconds waited. One
+    round trip: the tokens bucket is read and the request's moment reserved together."""
     limit = limit_for(model)
-    if limit is None:
+    if limit is None or (limit.tokens_per_minute is None and limit.requests_per_minute is None):
         return 0.0
     import asyncio
 
-    waited = 0.0
-    if limit.tokens_per_minute is not None:
-        # Wait until at most one minute's worth of tokens is outstanding.
-        raw = await client.get(_bucket("tokens", model))
-        ahead = float(raw or 0) - time.time() - 60.0
-        if ahead > 0:
-            await asyncio.sleep(ahead)
-            waited += ahead
-    if limit.requests_per_minute is not None:
-        interval = SPACING * 60.0 / limit.requests_per_minute
-        reply = await _script(client, _RESERVE)(
-            keys=[_bucket("requests", model)], args=[time.time(), interval, 0], client=client
-        )
-        wait = float(reply)
-        if wait > 0:
-            await asyncio.sleep(wait)
-            waited += wait
-    return waited
+    interval = (
+        SPACING * 60.0 / limit.requests_per_minute if limit.requests_per_minute is not None else -1
+    )
+    horizon = 60.0 if limit.tokens_per_minute is not None else -1
+    reply = await _script(client, _TURN)(
+        keys=[_bucket("tokens", model), _bucket("requests", model)],
+        args=[time.time(), interval, horizon],
+        client=client,
+    )
+    wait = float(reply)
+    if wait > 0:
+        await asyncio.sleep(wait)
+    return max(wait, 0.0)
 
 
-async def after_call(client: Any, model: str, tokens: int) -> None:
-    """Charge the tokens a call used to its model's bucket."""
+def charge(pipe: Any, model: str, tokens: int) -> None:
+    """Queue, on `pipe`, the charge of the tokens a call used to its model's bucket (the
+    caller executes the pipeline, with whatever else the turn's end sends)."""
     limit = limit_for(model)
     if limit is None or limit.tokens_per_minute is None or tokens <= 0:
         return
     seconds = tokens * 60.0 / limit.tokens_per_minute
-    await _script(client, _CHARGE)(
-        keys=[_bucket("tokens", model)], args=[time.time(), seconds], client=client
-    )
+    # EVAL, not a registered script: a pipeline would ask SCRIPT EXISTS first, a round trip.
+    pipe.eval(_CHARGE, 1, _bucket("tokens", model), time.time(), seconds)
 
 
 async def provider_refused(client: Any, model: str, retry_after: float) -> None:

@@ -127,7 +127,7 @@ class Execution:
             record_finished(task, exc, retrying=retrying)
             _checkpoint_ends(scope, kept=True)
             if not retrying:
-                _composed_failed(scope, task, exc)
+                composed_failed(scope.request.get("parent"), task.name, scope.agent_id, exc)
             raise
         if ending is not None:
             raise ending
@@ -210,13 +210,14 @@ def _waiting(task: AgentTask, suspended: RunSuspended) -> None:
     request.agentexec_recorded = True
 
 
-def _composed_failed(scope: RunScope, task: AgentTask, error: BaseException) -> None:
-    """A pipeline's step or child failed for good: the pipeline ends ERROR, naming it, and
-    its other unfinished runs are canceled."""
-    parent = scope.request.get("parent")
-    if not parent:
+def composed_failed(parent: Any, task: str, agent_id: str, error: BaseException) -> None:
+    """A pipeline's step or child (a run whose message carried `parent`) failed for good,
+    or was canceled on its own: the pipeline ends ERROR, naming it, and its other
+    unfinished runs are canceled. Nothing when the pipeline had ended (a cancel of the
+    pipeline itself cancels its children)."""
+    if not isinstance(parent, dict):
         return
-    others = composition.step_failed(parent, task.name, scope.agent_id, error)
+    others = composition.step_failed(parent, task, agent_id, error)
     for other in others:
         try:
             cancel_now(uuid.UUID(other), f"Pipeline failed: step {parent['step']!r}", None)

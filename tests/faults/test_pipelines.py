@@ -135,6 +135,46 @@ async def test_cancel_mid_fan_out_cancels_every_child(
     await ax.close_redis()
 
 
+async def test_a_child_canceled_on_its_own_ends_the_pipeline_naming_it(
+    agentexec_worker: StartWorker, agentexec_session: Session
+) -> None:
+    """A fan-out child canceled by its own id while it waits in the queue: the pipeline
+    cannot complete without it, so it ends ERROR naming the child, and its other children
+    are canceled, instead of waiting forever."""
+    agentexec_worker("-I", "userapp.pipelines", cwd=APP_DIR,
+                     env={**FAST, "AGENTEXEC_NUM_WORKERS": "2"})  # fmt: skip
+    run = await pipeline.enqueue(Topic(topic="slow", child_seconds=60))
+
+    def one_queued() -> Any:
+        detail = _detail(agentexec_session, run.agent_id)
+        kids = [c for c in detail.children if c.task == "researcher"] if detail else []
+        running = [c for c in kids if c.status is ax.Status.RUNNING]
+        queued = [c for c in kids if c.status is ax.Status.QUEUED]
+        return len(kids) == 5 and len(running) == 2 and queued and queued[-1]
+
+    child = await asyncio.to_thread(wait_for, one_queued, 30, "2 researchers running")
+    assert await ax.cancel(child.agent_id, "not this one")
+    with pytest.raises(ax.TaskFailedError) as failed:
+        await ax.get_result(run.agent_id, timeout=20)
+    assert f"step 'research', child {child.position.split('.')[1]} (researcher " in (
+        failed.value.reason
+    )
+    assert "was canceled: not this one" in failed.value.reason
+
+    def all_ended() -> Any:
+        detail = _detail(agentexec_session, run.agent_id)
+        kids = [c for c in detail.children if c.task == "researcher"]
+        return (
+            detail.status is ax.Status.ERROR
+            and all(c.status is ax.Status.CANCELED for c in kids)
+            and detail
+        )
+
+    detail = await asyncio.to_thread(wait_for, all_ended, 20, "the others CANCELED")
+    assert [c.position for c in detail.children][-1] == "1.4"  # the write step never ran
+    await ax.close_redis()
+
+
 async def test_a_failing_child_ends_the_pipeline_in_error_naming_it(
     agentexec_worker: StartWorker, agentexec_session: Session
 ) -> None:
