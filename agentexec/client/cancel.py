@@ -8,8 +8,10 @@ cancels the agent's coroutine, and the run ends CANCELED.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 from celery import states
@@ -18,14 +20,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agentexec.config import get_settings
-from agentexec.db.models import Activity
+from agentexec.db.models import Activity, ActivityChild
 from agentexec.eventlog.event import Event, clean_message
-from agentexec.exceptions import ActivityStoreError, UnknownAgentError
+from agentexec.exceptions import ActivityStoreError, TaskCanceledError, UnknownAgentError
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import UNFINISHED, EventKind, Status
 from agentexec.tasks import checkpoints, composition, revoked
 from agentexec.tasks.app import app
+
+logger = logging.getLogger(__name__)
 
 
 async def cancel(
@@ -58,7 +62,9 @@ def cancel_now(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
     try:
         with Session(runtime.engine) as session:
             row = session.execute(
-                select(Activity.status, Activity.owner).where(Activity.agent_id == agent_id)
+                select(Activity.status, Activity.owner, Activity.agent_type).where(
+                    Activity.agent_id == agent_id
+                )
             ).first()
     except (SQLAlchemyError, ActivityStoreError) as exc:
         if owner is not None:
@@ -98,7 +104,47 @@ def cancel_now(agent_id: uuid.UUID, reason: str, owner: str | None) -> bool:
             runtime.write(events)
         except ActivityStoreError:
             pass
+    if row is not None:  # a pipeline's step or child: the pipeline cannot complete now
+        error = TaskCanceledError(str(agent_id), reason)
+        fail_pipelines([(str(agent_id), row.agent_type, error)])
     return True
+
+
+def fail_pipeline(parent: Any, task: str, agent_id: str, error: BaseException) -> None:
+    """A pipeline's step or child (a run whose message carried `parent`) failed for good,
+    was lost, or was canceled on its own: the pipeline ends ERROR, naming it, and its other
+    unfinished runs are canceled. Nothing when the pipeline had ended (canceling a pipeline
+    cancels its children)."""
+    if not isinstance(parent, dict):
+        return
+    for other in composition.step_failed(parent, task, agent_id, error):
+        try:
+            cancel_now(uuid.UUID(other), f"Pipeline failed: step {parent['step']!r}", None)
+        except Exception:  # never published, or ended: nothing to cancel
+            logger.debug("child %s of %s not canceled", other, parent["id"], exc_info=True)
+
+
+def fail_pipelines(ended: list[tuple[str, str, BaseException]]) -> None:
+    """`fail_pipeline` for runs `(agent_id, task, error)`, their pipelines found from the
+    links in SQL (for callers that have no message to read them from)."""
+    if not ended:
+        return
+    ids = [uuid.UUID(agent_id) for agent_id, _, _ in ended]
+    try:
+        with Session(get_runtime().engine) as session:
+            found = session.scalars(select(ActivityChild).where(ActivityChild.agent_id.in_(ids)))
+            links = {str(link.agent_id): link for link in found}
+    except (SQLAlchemyError, ActivityStoreError):
+        logger.warning("pipelines of %d ended runs not checked", len(ids), exc_info=True)
+        return
+    for agent_id, task, error in ended:
+        link = links.get(agent_id)
+        if link is None:
+            continue
+        parent: dict[str, Any] = {"id": str(link.parent_id), "step": link.step}
+        if "." in link.position:
+            parent["join"] = {"position": int(link.position.split(".", 1)[1])}
+        fail_pipeline(parent, task, agent_id, error)
 
 
 def revoke_runs(agent_ids: Iterable[uuid.UUID], reason: str) -> None:

@@ -27,7 +27,7 @@ from pydantic_core import to_jsonable_python
 
 from agentexec import telemetry
 from agentexec.client.approvals import requeue
-from agentexec.client.cancel import cancel_now
+from agentexec.client.cancel import fail_pipeline
 from agentexec.config import get_settings
 from agentexec.exceptions import DeliveryLimitError, InvalidContextError
 from agentexec.states import Status
@@ -127,7 +127,7 @@ class Execution:
             record_finished(task, exc, retrying=retrying)
             _checkpoint_ends(scope, kept=True)
             if not retrying:
-                composed_failed(scope.request.get("parent"), task.name, scope.agent_id, exc)
+                fail_pipeline(scope.request.get("parent"), task.name, scope.agent_id, exc)
             raise
         if ending is not None:
             raise ending
@@ -208,21 +208,6 @@ def _waiting(task: AgentTask, suspended: RunSuspended) -> None:
         data={"approvals": suspended.approvals},
     )
     request.agentexec_recorded = True
-
-
-def composed_failed(parent: Any, task: str, agent_id: str, error: BaseException) -> None:
-    """A pipeline's step or child (a run whose message carried `parent`) failed for good,
-    or was canceled on its own: the pipeline ends ERROR, naming it, and its other
-    unfinished runs are canceled. Nothing when the pipeline had ended (a cancel of the
-    pipeline itself cancels its children)."""
-    if not isinstance(parent, dict):
-        return
-    others = composition.step_failed(parent, task, agent_id, error)
-    for other in others:
-        try:
-            cancel_now(uuid.UUID(other), f"Pipeline failed: step {parent['step']!r}", None)
-        except Exception:  # never published, or ended: nothing to cancel
-            logger.debug("child %s of %s not canceled", other, parent["id"], exc_info=True)
 
 
 def _checkpoint_ends(scope: RunScope, *, kept: bool) -> None:

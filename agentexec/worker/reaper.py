@@ -26,13 +26,14 @@ from celery import Celery, states
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agentexec.client.cancel import fail_pipelines
 from agentexec.config import get_settings
 from agentexec.db.models import Activity
 from agentexec.eventlog.event import Event, seq_of
 from agentexec.exceptions import ApprovalExpiredError, describe
 from agentexec.runtime import get_runtime
 from agentexec.states import ACTIVE, EventKind, Status
-from agentexec.tasks import checkpoints, concurrency
+from agentexec.tasks import checkpoints, composition, concurrency
 from agentexec.tasks.presence import final_results, message_copies, pending_ids
 from agentexec.worker.delivery import events_client, has_finished
 from agentexec.worker.execution import wake
@@ -81,10 +82,13 @@ class Reaper:
         # A run with a result whose row still looks active lost its last event (a stale
         # event, such as a message put back during a broker restart, moved it again): its row
         # is healed from the result. A run with neither a message nor a result is ended.
+        # A pipeline run has no message of its own: its children are what runs (and are
+        # reaped themselves); it is not lost while it goes on.
         missing = {
             str(agent_id): (status, task)
             for agent_id, status, task in rows
-            if str(agent_id) in finals or str(agent_id) not in pending
+            if str(agent_id) in finals
+            or (str(agent_id) not in pending and not composition.is_composed(str(agent_id)))
         }
         # A suspect is confirmed when it is still one a sweep later. For a finished run, the
         # log's end when it was first seen so is noted too: its last event, if the log has
@@ -145,6 +149,7 @@ class Reaper:
         runtime = get_runtime()
         copies = message_copies(events_client(), set(ids) - set(finals))
         events = []
+        lost: list[tuple[str, str, str]] = []
         for agent_id in ids:
             status, task = missing[agent_id]
             if agent_id in finals:
@@ -172,8 +177,10 @@ class Reaper:
             )
             if not has_finished(self.app, agent_id):
                 self.app.backend.mark_as_failure(agent_id, RuntimeError(reason))
+            lost.append((agent_id, task, reason))
         events = runtime.events.record(events)
         runtime.write(events)
+        fail_pipelines([(i, task, RuntimeError(reason)) for i, task, reason in lost])
         return events
 
 

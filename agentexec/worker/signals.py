@@ -26,7 +26,7 @@ from celery import signals, states
 
 from agentexec.client.activity import status_reported
 from agentexec.eventlog.event import Event
-from agentexec.exceptions import InvalidAgentIdError, TaskCanceledError, describe
+from agentexec.exceptions import InvalidAgentIdError, describe
 from agentexec.ids import parse_agent_id
 from agentexec.runtime import get_runtime
 from agentexec.states import EventKind, Status
@@ -34,12 +34,11 @@ from agentexec.tasks import revoked
 from agentexec.tasks.queued import (
     AGENT_HEADER,
     OWNER_HEADER,
-    PARENT_HEADER,
     RESUME_HEADER,
     is_agent_task,
 )
 from agentexec.worker import delivery
-from agentexec.worker.execution import composed_failed, take_slot
+from agentexec.worker.execution import take_slot
 from agentexec.worker.process import AgentWorker
 from agentexec.worker.recording import TASK_COMPLETED, record_end, was_recorded
 
@@ -184,10 +183,6 @@ class WorkerSignals:
             backend: Any = self.app.backend
             reason = revoked.reason(backend.client, str(request.id)) or "Canceled"
         record_end(request.id, Status.CANCELED, reason)
-        # A pipeline's child canceled on its own: the pipeline cannot complete without it.
-        parent = (getattr(request, "request_dict", None) or {}).get(PARENT_HEADER)
-        composed_failed(parent, request.task_name, str(request.id),
-                        TaskCanceledError(str(request.id), reason))  # fmt: skip
 
     def on_task_rejected(self, message: Any = None, exc: Any = None, **_: Any) -> None:
         self._from_message(message, f"Rejected by the worker: {describe(exc)}")

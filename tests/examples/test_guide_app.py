@@ -495,10 +495,10 @@ def test_research_pipeline_over_http(guide_app: GuideApp) -> None:
             c["status"] == "COMPLETE" for c in detail["children"]
         )
 
-    wait_for(children_done, timeout=30)
+    wait_for(children_done, 30, "the 8 runs of the pipeline COMPLETE")
     detail = app.http.get(f"/agentexec/agents/{pipeline_id}").json()
     assert detail["status"] == "COMPLETE"
-    tasks = sorted(c["task_type"] for c in detail["children"])
+    tasks = sorted(c["task"] for c in detail["children"])
     assert tasks == sorted(
         ["research_pipeline.plan", "research_pipeline.research", "research_pipeline.write"]
         + ["research_question"] * 5
