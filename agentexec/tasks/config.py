@@ -94,7 +94,7 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         # the queue prefix, with its lock so that one beat runs.
         "timezone": settings.timezone,
         "redbeat_redis_url": settings.redis_url,
-        "redbeat_key_prefix": f"{settings.queue_prefix}.redbeat",
+        "redbeat_key_prefix": f"{settings.queue_prefix}.redbeat:",  # (as redbeat's own "redbeat:")
         "redbeat_redis_options": {},
         "redbeat_lock_timeout": 30,
         # `celery beat` and `worker -B` too, not only `agentexec beat`.
