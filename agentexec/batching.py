@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -88,7 +89,7 @@ class GroupCommit(Generic[T, R]):
             results = self._write([slot.item for slot in batch])
         except BaseException as exc:
             for slot in batch:
-                slot.error, slot.done = exc, True
+                slot.error, slot.done = own_copy(exc), True
         else:
             for slot, result in zip(batch, results, strict=True):
                 slot.result, slot.done = result, True
@@ -197,7 +198,7 @@ class Batcher(Generic[T, R]):
             if isinstance(sink, _LoopWaiter):
                 by_loop.setdefault(sink.loop, []).append((sink.future, outcome))
             elif isinstance(outcome, BaseException):
-                sink.set_exception(outcome)
+                sink.set_exception(own_copy(outcome))
             else:
                 sink.set_result(outcome)
         for loop, settled in by_loop.items():
@@ -218,6 +219,25 @@ def _settle(settled: list[tuple[asyncio.Future[R], object]]) -> None:
         if future.done():  # cancelled meanwhile
             continue
         if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
+            future.set_exception(own_copy(outcome))
         else:
             future.set_result(outcome)  # type: ignore[arg-type]
+
+
+def own_copy(exc: BaseException) -> BaseException:
+    """`exc` for one of the many waiters of a batch that failed: a copy without a traceback.
+
+    Each waiter raises what it is given, and a raise adds the raising frames to the
+    exception's traceback: one exception object raised by a thousand agents would carry
+    (and keep alive) the frames of all of them. The copy keeps the type and message; an
+    exception that cannot be copied is given as it is.
+    """
+    try:
+        copied = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(copied) is not type(exc) or str(copied) != str(exc):
+        return exc
+    copied.__traceback__ = None
+    copied.__cause__ = exc.__cause__
+    return copied

@@ -113,3 +113,24 @@ async def test_a_batcher_answers_coroutines_batch_by_batch() -> None:
     finally:
         release.set()
         batcher.stop()
+
+
+def test_each_caller_of_a_failed_batch_gets_its_own_exception() -> None:
+    """One exception object raised in every caller would gather all their frames in its
+    traceback (and keep them alive): each gets a copy, of the same type and message."""
+    started = threading.Event()
+
+    def handle(items: list[int]) -> list[int | BaseException]:
+        started.wait(5)
+        raise ConnectionError(f"batch of {len(items)} failed")
+
+    batcher: Batcher[int, int] = Batcher(handle, name="test-batcher")
+    try:
+        futures = [batcher.submit(i) for i in range(3)]
+        started.set()
+        errors = [f.exception(5) for f in futures]
+    finally:
+        batcher.stop()
+    assert all(isinstance(e, ConnectionError) for e in errors)
+    assert len({id(e) for e in errors}) == len(errors)
+    assert {str(e) for e in errors} <= {f"batch of {n} failed" for n in (1, 2, 3)}

@@ -35,6 +35,7 @@ import redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
+from agentexec.batching import own_copy
 from agentexec.config import get_settings
 from agentexec.exceptions import CheckpointTooLargeError
 from agentexec.runtime import get_runtime
@@ -246,7 +247,7 @@ class _Writer:
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        future.set_exception(own_copy(exc))
             else:
                 for (_, future), (start, end) in zip(batch, spans, strict=True):
                     if not future.done():
