@@ -33,14 +33,24 @@ def beat(ctx: click.Context, app_module: str | None) -> None:
 
 @click.group()
 def schedule() -> None:
-    """List, add and remove schedules, while beat runs."""
+    """List, add and remove schedules, while beat runs.
+
+    \b
+    Example:
+      agentexec schedule list -A myapp.worker
+    """
 
 
 @schedule.command("list")
 @app_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
 def list_schedules(app_module: str | None, as_json: bool) -> None:
-    """The schedules in Redis, the soonest first."""
+    """The schedules in Redis, the soonest first.
+
+    \b
+    Example:
+      agentexec schedule list -A myapp.worker --json
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -92,7 +102,13 @@ def add(
     overlap: str,
 ) -> None:  # fmt: skip
     """Add (or replace) schedule NAME: runs of TASK every EVERY (a cron expression in
-    quotes, or seconds)."""
+    quotes, or seconds).
+
+    \b
+    Example:
+      agentexec schedule add -A myapp.worker weekly research_company "0 9 * * 1" \\
+        --context '{"company": "Acme"}' --overlap skip
+    """
     from agentexec.exceptions import AgentExecError
     from agentexec.tasks.schedules import make, save
     from agentexec.tasks.task import get_agent_task
@@ -121,7 +137,12 @@ def _is_number(text: str) -> bool:
 @app_option
 @click.argument("name")
 def remove(app_module: str | None, name: str) -> None:
-    """Remove schedule NAME (one declared in code comes back when beat starts again)."""
+    """Remove schedule NAME (one declared in code comes back when beat starts again).
+
+    \b
+    Example:
+      agentexec schedule remove -A myapp.worker weekly
+    """
     from agentexec.tasks.schedules import remove as remove_schedule
 
     if not remove_schedule(load_app(app_module), name):

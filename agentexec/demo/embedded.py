@@ -87,6 +87,10 @@ class EmbeddedRedis:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=terminate_with_parent,  # never outlives the process that started it
+            # Out of the terminal's process group: Ctrl+C stops the demo, which then stops
+            # the worker while Redis still answers (its shutdown puts runs back there), and
+            # Redis last.
+            start_new_session=True,
         )  # fmt: skip
 
     def __exit__(
