@@ -94,6 +94,9 @@ def _demo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # a terminal's Ctrl+C goes to the whole foreground group
+        # A shell that started the test run in the background left SIGINT ignored, which
+        # children inherit (and Python then keeps): give the demo a terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
