@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.live import Live
 
@@ -206,14 +205,7 @@ async def _enqueue_and_watch(console: Console, agents: int, timeout: float) -> i
             if time.monotonic() > deadline:
                 timed_out = True
                 break
-            try:
-                events = await asyncio.to_thread(follower.read, 250)
-            except redis.ConnectionError:
-                # Ctrl+C reaches the embedded redis-server (same process group) too, and it
-                # may close the connection before this loop hears of the interrupt: give the
-                # interrupt a moment to arrive (it cancels this task), then it is an error.
-                await asyncio.sleep(1.0)
-                raise
+            events = await asyncio.to_thread(follower.read, 250)
             for event in events:
                 board.apply(event)
             live.update(board.render(time.monotonic() - started))

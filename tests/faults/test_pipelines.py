@@ -42,6 +42,21 @@ def _detail(session: Session, agent_id: uuid.UUID) -> Any:
     return ax.activity.detail(session, agent_id)
 
 
+async def _researchers_canceled(session: Session, agent_id: uuid.UUID, status: ax.Status) -> Any:
+    """Wait until the pipeline run is `status` and every researcher child CANCELED."""
+
+    def ended() -> Any:
+        detail = _detail(session, agent_id)
+        kids = [c for c in detail.children if c.task == "researcher"]
+        return (
+            detail.status is status and all(c.status is ax.Status.CANCELED for c in kids) and detail
+        )
+
+    return await asyncio.to_thread(
+        wait_for, ended, 20, f"{status.value}, every researcher CANCELED"
+    )
+
+
 def _report(topic: str, n: int = 5) -> dict[str, Any]:
     return {"topic": topic, "answers": [f"answer to {topic} q{i}" for i in range(n)]}
 
@@ -120,16 +135,7 @@ async def test_cancel_mid_fan_out_cancels_every_child(
     with pytest.raises(ax.TaskCanceledError):
         await ax.get_result(run.agent_id, timeout=10)
 
-    def all_canceled() -> Any:
-        detail = _detail(agentexec_session, run.agent_id)
-        kids = [c for c in detail.children if c.task == "researcher"]
-        return (
-            detail.status is ax.Status.CANCELED
-            and all(c.status is ax.Status.CANCELED for c in kids)
-            and detail
-        )
-
-    detail = await asyncio.to_thread(wait_for, all_canceled, 20, "every child CANCELED")
+    detail = await _researchers_canceled(agentexec_session, run.agent_id, ax.Status.CANCELED)
     assert [c.position for c in detail.children][-1] == "1.4"  # the write step never ran
     assert not await ax.cancel(run.agent_id)
     await ax.close_redis()
@@ -161,16 +167,7 @@ async def test_a_child_canceled_on_its_own_ends_the_pipeline_naming_it(
     )
     assert "was canceled: not this one" in failed.value.reason
 
-    def all_ended() -> Any:
-        detail = _detail(agentexec_session, run.agent_id)
-        kids = [c for c in detail.children if c.task == "researcher"]
-        return (
-            detail.status is ax.Status.ERROR
-            and all(c.status is ax.Status.CANCELED for c in kids)
-            and detail
-        )
-
-    detail = await asyncio.to_thread(wait_for, all_ended, 20, "the others CANCELED")
+    detail = await _researchers_canceled(agentexec_session, run.agent_id, ax.Status.ERROR)
     assert [c.position for c in detail.children][-1] == "1.4"  # the write step never ran
     await ax.close_redis()
 
