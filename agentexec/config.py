@@ -33,14 +33,25 @@ class Settings(BaseSettings):
     )
     """Activity store, used when no `WorkerPool(engine=...)` binds one."""
 
-    num_workers: int = Field(default=100, ge=1)
-    """Concurrent agent slots per worker process. A slot is a parked thread, not a process."""
+    num_workers: int = Field(
+        default=100, ge=1, validation_alias=AliasChoices("AGENTEXEC_NUM_WORKERS",
+                                                         "AGENTEXEC_MAX_IN_FLIGHT")
+    )
+    """Agents in flight per worker process (`AGENTEXEC_MAX_IN_FLIGHT` is another name for
+    it): the worker reserves no more messages than this. On the default `lanes` pool an agent
+    in flight is a coroutine and a suspended greenlet, not a thread, so thousands fit in one
+    process."""
+
+    lanes: int = Field(default=16, ge=1)
+    """Threads of the `lanes` pool. Agents' waits do not hold them; the synchronous work
+    around each run (its Redis and SQL writes) does, so this bounds how much of it overlaps."""
 
     timezone: str = "UTC"
     """The time zone cron schedules are read in (`pool.add_schedule`), an IANA name."""
 
-    pool: str = "threads"
-    """Worker pool: `threads` (agentexec's thread pool, one shared loop per process) or any
+    pool: str = "lanes"
+    """Worker pool: `lanes` (an agent in flight is a greenlet on one of `AGENTEXEC_LANES`
+    threads, one shared loop per process), `threads` (a thread per agent in flight), or any
     Celery pool name such as `prefork`. Celery's `-P prefork` flag cannot override a configured
     pool (it looks like the default), so choose prefork here."""
 

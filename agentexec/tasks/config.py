@@ -18,8 +18,11 @@ from agentexec.tasks.queues import declare_queues
 TRANSPORT = "agentexec.tasks.transport:Transport"
 #: The result backend class, as `result_backend` names it (`<class>+<redis url>`).
 BACKEND = "agentexec.tasks.backend:AgentRedisBackend"
-#: The worker pool of `AGENTEXEC_POOL=threads`.
-THREADS_POOL = "agentexec.worker.threads:AgentThreadPool"
+#: The worker pools of `AGENTEXEC_POOL=lanes` (the default) and `AGENTEXEC_POOL=threads`.
+POOLS = {
+    "lanes": "agentexec.worker.lanes:AgentLanePool",
+    "threads": "agentexec.worker.threads:AgentThreadPool",
+}
 #: The worker bootstep that runs agents and records their activity (`app.steps["worker"]`).
 WORKER_STEP = "agentexec.worker.boot:AgentWorkerStep"
 
@@ -87,8 +90,8 @@ def celery_defaults(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
-        # Agents wait on models: many cheap thread slots per process, one shared loop.
-        "worker_pool": THREADS_POOL if settings.pool == "threads" else settings.pool,
+        # Agents wait on models: many cheap slots per process, one shared loop.
+        "worker_pool": POOLS.get(settings.pool, settings.pool),
         "worker_concurrency": settings.num_workers,
         # Schedules (`agentexec beat`): celery-redbeat keeps them in the broker's Redis, under
         # the queue prefix, with its lock so that one beat runs.

@@ -14,16 +14,17 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import Celery, states
+from greenlet import getcurrent, greenlet
 
 from agentexec.config import get_settings
 from agentexec.runtime import get_runtime
 from agentexec.tasks.presence import live_workers
+from agentexec.worker import lanes
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ def events_client() -> redis.Redis:
 #: at a time in a process: a poison agent then dies alone, and the runs it killed before
 #: (on their own last delivery, waiting here uncounted) complete.
 _last_chance = threading.Lock()
-#: The run holding `_last_chance` on this thread, if any.
-_holder = threading.local()
+#: The run holding `_last_chance`, and the greenlet (of its lane, or of its thread) that took it.
+_holder: tuple[str, greenlet] | None = None
 
 
 def admit(
@@ -79,9 +80,10 @@ def admit(
             if not _last_chance.acquire(blocking=False):
                 # Another run takes its last chance here: wait for it, uncounted.
                 _incr(key, settings.result_expires, -1)
-                _last_chance.acquire()
+                lanes.acquire(_last_chance)
                 count = _incr(key, settings.result_expires, 1)
-            _holder.agent_id = agent_id
+            global _holder
+            _holder = (agent_id, getcurrent())
     except redis.RedisError as exc:
         logger.warning("delivery of %s not counted: %s", agent_id, exc)
         return 0
@@ -124,13 +126,14 @@ def _wait_while_running(
         if not waited:
             logger.warning("run %s delivered again while it still runs; waiting for it", agent_id)
             waited = True
-        time.sleep(settings.heartbeat_every)
+        lanes.sleep(settings.heartbeat_every)
 
 
 def release_delivery(agent_id: str) -> None:
-    """The run that counted its delivery on this thread has ended."""
-    if getattr(_holder, "agent_id", None) == agent_id:
-        _holder.agent_id = None
+    """The run that counted its delivery here (this lane's greenlet, or this thread) ended."""
+    global _holder
+    if _holder == (agent_id, getcurrent()):
+        _holder = None
         _last_chance.release()
 
 

@@ -1,8 +1,9 @@
 """One long-lived asyncio event loop per worker process, on a thread of its own.
 
-Celery task bodies are synchronous. Each agent task submits its coroutine here and parks its
-pool thread until the coroutine finishes, so one process holds many agents in flight on one
-loop, sharing the SDK's HTTP connection pool. A loop per task (`asyncio.run`) would break
+Celery task bodies are synchronous. Each agent task submits its coroutine here and waits until
+the coroutine finishes (on the `lanes` pool its greenlet yields its lane meanwhile; on the
+`threads` pool it parks its thread), so one process holds many agents in flight on one loop,
+sharing the SDK's HTTP connection pool. A loop per task (`asyncio.run`) would break
 every client bound to a loop with "Event loop is closed".
 """
 
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from agentexec.config import get_settings
+from agentexec.worker import lanes
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class EventLoopThread:
     def run(
         self, coro: Coroutine[Any, Any, T], *, key: str | None = None, label: str | None = None
     ) -> T:
-        """Run `coro` on the loop and block the calling thread until it finishes.
+        """Run `coro` on the loop and wait until it finishes (`lanes.wait`: a delivery on a
+        lane yields it meanwhile; any other thread blocks).
 
         Args:
             coro: the coroutine; it must not be awaited elsewhere.
@@ -71,7 +74,7 @@ class EventLoopThread:
             if key is not None:
                 self._running[key] = future
         try:
-            return future.result()
+            return lanes.wait(future)
         finally:
             if key is not None:
                 with self._lock:

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from uuid import UUID
@@ -69,7 +70,12 @@ async def meet_agent(agent_id: UUID, context: MeetContext) -> dict[str, object]:
         await asyncio.wait_for(everyone.wait(), context.wait)
     except TimeoutError:
         pass
-    return {"met": everyone.is_set(), "arrived": len(arrived), "pid": os.getpid()}
+    return {
+        "met": everyone.is_set(),
+        "arrived": len(arrived),
+        "pid": os.getpid(),
+        "threads": threading.active_count(),
+    }
 
 
 class PacedContext(BaseModel):

@@ -1,0 +1,197 @@
+"""The Celery pool agentexec workers use: an agent in flight is a greenlet, not a thread.
+
+Celery runs a delivery (its signals, the task body, storing the result, acknowledging the
+message) as one synchronous call. An agent task's body spends minutes waiting for its
+coroutine on the worker's shared event loop, and on Celery's threads pool that wait parks a
+thread per agent: thousands of threads, each with its stack, contending for the GIL.
+
+Here each delivery runs in a greenlet on one of a few *lane* threads (`AGENTEXEC_LANES`).
+When its body waits for its coroutine (`wait`), the greenlet hands its lane back, the lane
+runs other deliveries meanwhile, and the coroutine's end resumes the greenlet on the same
+lane. An agent in flight costs a coroutine and a suspended greenlet (a few kilobytes of saved
+stack). The synchronous parts of a delivery, its Redis and SQL writes, still run on a lane,
+so a lane is only busy while one of them does I/O.
+
+Everything else is Celery's as before: the message is acknowledged when the delivery ends
+(acks late), the consumer reserves no more messages than the pool's limit (the worker's
+concurrency, `AGENTEXEC_NUM_WORKERS` agents in flight), and a warm shutdown waits for the
+deliveries in flight. `revoke(terminate=True)` cancels the agent's coroutine (the worker's
+`task_revoked` handler); the pool only accepts the terminate call.
+
+Code on a lane must not block on something only another delivery of the same lane can
+finish: it waits with `wait`, `sleep` and `acquire`, which yield the lane (and block as usual
+on any other thread).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery.concurrency.base import BasePool, apply_target
+from greenlet import getcurrent, greenlet
+
+from agentexec.config import get_settings
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class _Lane:
+    """A thread running deliveries as greenlets: a new delivery, or one whose wait ended,
+    arrives in its inbox and runs until it waits again or ends."""
+
+    def __init__(self, index: int) -> None:
+        self.inbox: queue.SimpleQueue[Callable[[], None] | greenlet | None] = queue.SimpleQueue()
+        #: Deliveries on this lane, in flight or waiting to start.
+        self.load = 0
+        self.hub: greenlet | None = None
+        self.thread = threading.Thread(
+            target=self._serve, name=f"agentexec-lane-{index}", daemon=True
+        )
+
+    def _serve(self) -> None:
+        self.hub = getcurrent()
+        while (item := self.inbox.get()) is not None:
+            if isinstance(item, greenlet):
+                item.switch()  # its wait ended
+            else:
+                delivery = greenlet(item)
+                delivery.agentexec_lane = self
+                delivery.switch()
+
+
+def _lane_of(current: greenlet) -> _Lane | None:
+    lane: _Lane | None = getattr(current, "agentexec_lane", None)
+    return lane
+
+
+def wait(future: concurrent.futures.Future[T]) -> T:
+    """The result of `future`, yielding the lane while it is not done (blocking, off a lane)."""
+    current = getcurrent()
+    lane = _lane_of(current)
+    if lane is not None and not future.done():
+        assert lane.hub is not None
+        future.add_done_callback(lambda _: lane.inbox.put(current))
+        lane.hub.switch()
+    return future.result()
+
+
+def sleep(seconds: float) -> None:
+    """Sleep, yielding the lane meanwhile (off a lane, `time.sleep`)."""
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    timer = threading.Timer(seconds, done.set_result, (None,))
+    timer.daemon = True
+    timer.start()
+    wait(done)
+
+
+def acquire(lock: threading.Lock, poll: float = 0.05) -> None:
+    """Acquire `lock`, yielding the lane while another holds it: its holder may be a
+    delivery of the same lane."""
+    if _lane_of(getcurrent()) is None:
+        lock.acquire()
+        return
+    while not lock.acquire(blocking=False):
+        sleep(poll)
+
+
+class _Result:
+    """What `on_apply` returns: the delivery's end, as Celery's threads pool gives it."""
+
+    def __init__(self) -> None:
+        self.f: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.get = self.f.result
+
+    def wait(self, timeout: float | None = None) -> None:
+        concurrent.futures.wait([self.f], timeout)
+
+    def terminate(self, signum: int) -> None:
+        """The worker cancels the agent's coroutine; the delivery then ends on its own."""
+
+
+class AgentLanePool(BasePool):  # type: ignore[misc]
+    """Deliveries as greenlets on `AGENTEXEC_LANES` threads; at most `limit` in flight."""
+
+    body_can_be_buffer = True
+    signal_safe = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lanes = [_Lane(i) for i in range(max(1, min(self.limit, get_settings().lanes)))]
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._order = itertools.count()
+
+    def on_start(self) -> None:
+        for lane in self._lanes:
+            lane.thread.start()
+
+    def on_stop(self) -> None:
+        """Wait for the deliveries in flight (a warm shutdown), then stop the lanes."""
+        with self._lock:
+            self._idle.wait_for(lambda: not self._in_flight)
+        self._stop_lanes()
+
+    def on_terminate(self) -> None:
+        self._stop_lanes()
+
+    def _stop_lanes(self) -> None:
+        for lane in self._lanes:
+            lane.inbox.put(None)
+        for lane in self._lanes:
+            if lane.thread.is_alive() and lane.thread is not threading.current_thread():
+                lane.thread.join(5)
+
+    def on_apply(
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        callback: Callable[..., Any] | None = None,
+        accept_callback: Callable[..., Any] | None = None,
+        **_: Any,
+    ) -> _Result:
+        result = _Result()
+        with self._lock:
+            # The least loaded lane; ties go round, so that lanes share the start of a burst.
+            start = next(self._order)
+            count = len(self._lanes)
+            lane = min((self._lanes[(start + i) % count] for i in range(count)),
+                       key=lambda lane: lane.load)  # fmt: skip
+            lane.load += 1
+            self._in_flight += 1
+
+        def deliver() -> None:
+            try:
+                value = apply_target(target, args, kwargs, callback, accept_callback)
+            except BaseException as exc:
+                result.f.set_exception(exc)
+            else:
+                result.f.set_result(value)
+            finally:
+                with self._lock:
+                    lane.load -= 1
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.notify_all()
+
+        lane.inbox.put(deliver)
+        return result
+
+    def terminate_job(self, pid: int, signal: int | None = None) -> None:
+        """Accept the terminate; see the module docstring."""
+
+    def _get_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super()._get_info()
+        with self._lock:
+            in_flight = self._in_flight
+        info.update({"max-concurrency": self.limit, "lanes": len(self._lanes),
+                     "in-flight": in_flight})  # fmt: skip
+        return info
