@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     """Activity store, used when no `WorkerPool(engine=...)` binds one."""
 
     num_workers: int = Field(
-        default=100, ge=1, validation_alias=AliasChoices("AGENTEXEC_NUM_WORKERS",
-                                                         "AGENTEXEC_MAX_IN_FLIGHT")
+        default=100,
+        ge=1,
+        validation_alias=AliasChoices("AGENTEXEC_NUM_WORKERS", "AGENTEXEC_MAX_IN_FLIGHT"),
     )
     """Agents in flight per worker process (`AGENTEXEC_MAX_IN_FLIGHT` is another name for
     it): the worker reserves no more messages than this. On the default `lanes` pool an agent

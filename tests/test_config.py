@@ -33,7 +33,7 @@ def test_reads_plain_and_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_rejects_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTEXEC_NUM_WORKERS", "0")
-    with pytest.raises(ValueError, match="num_workers"):
+    with pytest.raises(ValueError, match="AGENTEXEC_NUM_WORKERS"):
         Settings(_env_file=None)
 
 

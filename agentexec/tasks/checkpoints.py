@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import json
+import logging
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -39,6 +41,8 @@ from agentexec.batching import own_copy
 from agentexec.config import get_settings
 from agentexec.exceptions import CheckpointTooLargeError
 from agentexec.runtime import get_runtime
+
+logger = logging.getLogger(__name__)
 
 #: Checkpoint format version; a checkpoint of another version is ignored (the run starts over).
 VERSION = 1
@@ -237,13 +241,7 @@ class _Writer:
         while self.pending:
             batch, self.pending = self.pending, []
             try:
-                async with self.client.pipeline(transaction=True) as pipe:
-                    spans = []
-                    for commands, _ in batch:
-                        start = len(pipe.command_stack)
-                        commands(pipe)
-                        spans.append((start, len(pipe.command_stack)))
-                    replies = await pipe.execute()
+                replies, spans = await self._execute(batch)
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -257,6 +255,32 @@ class _Writer:
                     if not future.done():
                         future.cancel()
 
+    async def _execute(
+        self, batch: list[tuple[Any, asyncio.Future[list[Any]]]]
+    ) -> tuple[list[Any], list[tuple[int, int]]]:
+        """Run `batch` as one transaction; a timeout or a lost connection (Redis busy or
+        restarting) is retried for about 10 s: every command here can run twice."""
+        for attempt in itertools.count():
+            try:
+                async with self.client.pipeline(transaction=True) as pipe:
+                    spans = []
+                    for commands, _ in batch:
+                        start = len(pipe.command_stack)
+                        commands(pipe)
+                        spans.append((start, len(pipe.command_stack)))
+                    return await pipe.execute(), spans
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if attempt >= _WRITE_RETRIES:
+                    raise
+                delay = min(2.0, 0.1 * 2**attempt)
+                logger.warning("checkpoint write of %d run(s) retried in %.1fs: %s",
+                               len(batch), delay, exc)  # fmt: skip
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+#: Retries of a checkpoint transaction after a timeout or a lost connection (about 10 s).
+_WRITE_RETRIES = 8
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer] = (
     weakref.WeakKeyDictionary()

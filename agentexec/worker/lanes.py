@@ -115,7 +115,7 @@ class _Result:
         """The worker cancels the agent's coroutine; the delivery then ends on its own."""
 
 
-class AgentLanePool(BasePool):  # type: ignore[misc]
+class AgentLanePool(BasePool):
     """Deliveries as greenlets on `AGENTEXEC_LANES` threads; at most `limit` in flight."""
 
     body_can_be_buffer = True
@@ -149,7 +149,7 @@ class AgentLanePool(BasePool):  # type: ignore[misc]
             if lane.thread.is_alive() and lane.thread is not threading.current_thread():
                 lane.thread.join(5)
 
-    def on_apply(
+    def on_apply(  # type: ignore[override]  # (celery-types: *args, **kwargs)
         self,
         target: Callable[..., Any],
         args: tuple[Any, ...] | None = None,
@@ -169,12 +169,12 @@ class AgentLanePool(BasePool):  # type: ignore[misc]
             self._in_flight += 1
 
         def deliver() -> None:
-            try:
-                value = apply_target(target, args, kwargs, callback, accept_callback)
-            except BaseException as exc:
+            try:  # the delivery's outcome goes to `callback`
+                apply_target(target, args, kwargs, callback, accept_callback)
+            except BaseException as exc:  # the lane lives on; Celery logged it
                 result.f.set_exception(exc)
             else:
-                result.f.set_result(value)
+                result.f.set_result(None)
             finally:
                 with self._lock:
                     lane.load -= 1
@@ -189,9 +189,11 @@ class AgentLanePool(BasePool):  # type: ignore[misc]
         """Accept the terminate; see the module docstring."""
 
     def _get_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = super()._get_info()
         with self._lock:
             in_flight = self._in_flight
-        info.update({"max-concurrency": self.limit, "lanes": len(self._lanes),
-                     "in-flight": in_flight})  # fmt: skip
-        return info
+        return {
+            "implementation": f"{type(self).__module__}:{type(self).__name__}",
+            "max-concurrency": self.limit,
+            "lanes": len(self._lanes),
+            "in-flight": in_flight,
+        }
