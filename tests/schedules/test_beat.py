@@ -79,10 +79,10 @@ async def test_one_beat_fires_every_second_while_a_second_one_waits(
 
 
 def test_schedules_are_added_listed_and_removed_while_beat_runs(
-    agentexec_env: dict[str, str],
+    agentexec_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli = CliRunner()
-    os.chdir(APP_DIR)
+    monkeypatch.chdir(APP_DIR)  # restored after the test: later workers start from the root
     added = cli.invoke(main, ["schedule", "add", "-A", "userapp.scheduled", "hourly",
                               "tick_agent", "0 * * * *", "--context", '{"seconds": 1}',
                               "--overlap", "skip"])  # fmt: skip
