@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -100,11 +101,13 @@ async def _floor(n: int) -> dict[str, Any]:
     from bench.common import noop_report_status_tool
 
     set_tracing_disabled(True)
-    agent = _agent(noop_report_status_tool())
-    await Runner.run(agent, input="short warm-up", max_turns=5)
+    tool = noop_report_status_tool()
+    await Runner.run(_agent(tool), input="short warm-up", max_turns=5)
     started = time.monotonic()
+    # An agent per run, as the task builds one: runs sharing one Agent object cost the SDK
+    # a check against every other run of it on each turn (quadratic in runs in flight).
     finals = await asyncio.gather(
-        *(Runner.run(agent, input=f"short {i}", max_turns=5) for i in range(n))
+        *(Runner.run(_agent(tool), input=f"short {i}", max_turns=5) for i in range(n))
     )
     wall = time.monotonic() - started
     assert all(f.final_output == "done" for f in finals)
@@ -113,7 +116,7 @@ async def _floor(n: int) -> dict[str, Any]:
 
 def _measure_floor(n: int, env: dict[str, str]) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.inflight", "--floor", str(n)]
-    done = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+    done = subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
                           timeout=3600, check=True)  # fmt: skip
     found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
@@ -135,7 +138,14 @@ async def _burst(n: int) -> float:
     return wall
 
 
-def _measure_agentexec(n: int, env: dict[str, str]) -> dict[str, Any]:
+def _profiler(pid: int, n: int, directory: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling the worker's thread holding the GIL (its CPU) until interrupted."""
+    out = Path(directory) / f"worker-{n}.txt"
+    argv = ["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "50", "--gil", "-o", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _measure_agentexec(n: int, env: dict[str, str], profile: str | None) -> dict[str, Any]:
     from agentexec.processes import WorkerProcess, celery_worker_argv
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-inflight-"))
@@ -152,10 +162,14 @@ def _measure_agentexec(n: int, env: dict[str, str]) -> dict[str, Any]:
         pids = process_tree(worker.pid)
         idle = rss_bytes(pids)
         cpu_before = cpu_seconds(pids)
+        spy = _profiler(worker.pid, n, profile) if profile else None
         with TreeSampler([worker.pid]) as sampler:
             wall = asyncio.run(_burst(n))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
         cpu = cpu_seconds(process_tree(worker.pid)) - cpu_before
-        peak = sampler.peak_mb()
+        peak = sampler.peak_mb
         return {
             "wall_s": round(wall, 2),
             "peak_rss_mb": round(peak, 1),
@@ -174,6 +188,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--latency", type=float, default=5.0, help="seconds per model call")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy the worker during each burst (raw stacks in DIR)")  # fmt: skip
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)  # the floor's process
     args = parser.parse_args()
     if args.floor:
@@ -200,7 +216,7 @@ def main() -> None:
         for run in range(args.runs):
             for n in sizes:
                 floor = _measure_floor(n, env)
-                ours = _measure_agentexec(n, env)
+                ours = _measure_agentexec(n, env, args.profile)
                 row = {"n": n, "run": run + 1, "floor_s": floor["wall_s"],
                        "floor_rss_mb": floor["rss_mb"], **ours,
                        "t_over_f": round(ours["wall_s"] / floor["wall_s"], 3)}  # fmt: skip

@@ -390,6 +390,9 @@ class ScriptedOpenAIServer:
             access_log=False,
             timeout_graceful_shutdown=max(1, int(self._shutdown_timeout)),
             backlog=4096,
+            # Longer than any client's keep-alive expiry: an idle connection the server closes
+            # just as a client reuses it fails that request (httpx ReadError).
+            timeout_keep_alive=120,
         )
         return uvicorn.Server(config)
 
