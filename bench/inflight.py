@@ -42,8 +42,10 @@ from bench.common import (
     REPO_ROOT,
     TreeSampler,
     base_env,
+    client_cpu_seconds,
     cpu_seconds,
     delete_keys,
+    machine_busy_seconds,
     process_tree,
     queue_key_patterns,
     reset_activity_tables,
@@ -116,9 +118,12 @@ async def _floor(n: int) -> dict[str, Any]:
 
 def _measure_floor(n: int, env: dict[str, str]) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.inflight", "--floor", str(n)]
+    busy = machine_busy_seconds()
     done = subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
                           timeout=3600, check=True)  # fmt: skip
     found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # (the floor process's start and warm-up included)
+    found["machine_cpu_ms_per_agent"] = round((machine_busy_seconds() - busy) * 1000 / n, 1)
     return found
 
 
@@ -161,10 +166,11 @@ def _measure_agentexec(n: int, env: dict[str, str], profile: str | None) -> dict
         time.sleep(1)
         pids = process_tree(worker.pid)
         idle = rss_bytes(pids)
-        cpu_before = cpu_seconds(pids)
+        cpu_before, busy, client = cpu_seconds(pids), machine_busy_seconds(), client_cpu_seconds()
         spy = _profiler(worker.pid, n, profile) if profile else None
         with TreeSampler([worker.pid]) as sampler:
             wall = asyncio.run(_burst(n))
+        busy, client = machine_busy_seconds() - busy, client_cpu_seconds() - client
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
@@ -176,6 +182,8 @@ def _measure_agentexec(n: int, env: dict[str, str], profile: str | None) -> dict
             "idle_rss_mb": round(idle / 2**20, 1),
             "rss_kb_per_agent": round((peak - idle / 2**20) * 1024 / n, 1),
             "worker_cpu_ms_per_agent": round(cpu * 1000 / n, 2),
+            "client_cpu_ms_per_agent": round(client * 1000 / n, 2),
+            "machine_cpu_ms_per_agent": round(busy * 1000 / n, 1),
         }
     finally:
         worker.stop(60)
@@ -218,7 +226,9 @@ def main() -> None:
                 floor = _measure_floor(n, env)
                 ours = _measure_agentexec(n, env, args.profile)
                 row = {"n": n, "run": run + 1, "floor_s": floor["wall_s"],
-                       "floor_rss_mb": floor["rss_mb"], **ours,
+                       "floor_rss_mb": floor["rss_mb"],
+                       "floor_machine_cpu_ms_per_agent": floor["machine_cpu_ms_per_agent"],
+                       **ours,
                        "t_over_f": round(ours["wall_s"] / floor["wall_s"], 3)}  # fmt: skip
                 print(row, flush=True)
                 found[n].append(row)
@@ -233,7 +243,9 @@ def main() -> None:
         print(f"N={n:>6,}: T/F {spread('t_over_f')}; T {spread('wall_s')} s; "
               f"F {spread('floor_s')} s; peak RSS {spread('peak_rss_mb')} MB; "
               f"RSS per agent {spread('rss_kb_per_agent')} KB; "
-              f"worker CPU per agent {spread('worker_cpu_ms_per_agent')} ms")  # fmt: skip
+              f"worker CPU per agent {spread('worker_cpu_ms_per_agent')} ms; machine CPU per "
+              f"agent: T {spread('machine_cpu_ms_per_agent')} ms, "
+              f"F {spread('floor_machine_cpu_ms_per_agent')} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

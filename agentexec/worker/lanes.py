@@ -50,6 +50,8 @@ class _Lane:
         self.inbox: queue.SimpleQueue[Callable[[], None] | greenlet | None] = queue.SimpleQueue()
         #: Deliveries on this lane, in flight or waiting to start.
         self.load = 0
+        #: The deliveries started here and not ended (each suspended but the running one).
+        self.started: set[greenlet] = set()
         self.hub: greenlet | None = None
         self.thread = threading.Thread(
             target=self._serve, name=f"agentexec-lane-{index}", daemon=True
@@ -63,6 +65,7 @@ class _Lane:
             else:
                 delivery = greenlet(item)
                 delivery.agentexec_lane = self
+                self.started.add(delivery)
                 delivery.switch()
 
 
@@ -176,6 +179,7 @@ class AgentLanePool(BasePool):
             else:
                 result.f.set_result(None)
             finally:
+                lane.started.discard(getcurrent())
                 with self._lock:
                     lane.load -= 1
                     self._in_flight -= 1
@@ -191,9 +195,15 @@ class AgentLanePool(BasePool):
     def _get_info(self) -> dict[str, Any]:
         with self._lock:
             in_flight = self._in_flight
+        # What the suspended deliveries keep of their lane's stack (the interpreter frames
+        # live elsewhere): a few kilobytes each.
+        saved = sum(
+            getattr(g, "_stack_saved", 0) for lane in self._lanes for g in list(lane.started)
+        )
         return {
             "implementation": f"{type(self).__module__}:{type(self).__name__}",
             "max-concurrency": self.limit,
             "lanes": len(self._lanes),
             "in-flight": in_flight,
+            "saved-stack-bytes": saved,
         }

@@ -52,8 +52,10 @@ def test_deliveries_wait_without_holding_their_lane(monkeypatch: Any) -> None:
     # Every delivery started and waits, on 4 threads: none of them holds one.
     wait_for(lambda: len(started) == 500, 10, "all 500 deliveries started")
     assert threading.active_count() == threads_before
-    assert pool.info["in-flight"] == 500
-    assert pool.info["lanes"] == 4
+    info = pool.info
+    assert info["in-flight"] == 500 and info["lanes"] == 4
+    # A waiting delivery keeps a slice of its lane's C stack: kilobytes, not a thread's stack.
+    assert 0 < info["saved-stack-bytes"] / 500 < 64 * 1024, info
     for index, gate in enumerate(gates):
         gate.set_result(index)
     wait_for(lambda: len(done) == 500, 10, "all 500 deliveries ended")
