@@ -26,14 +26,17 @@ on any other thread).
 from __future__ import annotations
 
 import concurrent.futures
+import heapq
 import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.concurrency.base import BasePool, apply_target
+from celery.utils.threads import LocalStack, _LocalStack
 from greenlet import getcurrent, greenlet
 
 from agentexec.config import get_settings
@@ -87,11 +90,43 @@ def wait(future: concurrent.futures.Future[T]) -> T:
 
 def sleep(seconds: float) -> None:
     """Sleep, yielding the lane meanwhile (off a lane, `time.sleep`)."""
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
-    timer = threading.Timer(seconds, done.set_result, (None,))
-    timer.daemon = True
-    timer.start()
-    wait(done)
+    if _lane_of(getcurrent()) is None:
+        time.sleep(seconds)
+        return
+    wait(_timers.after(seconds))
+
+
+class _Timers:
+    """One thread that resolves futures at their deadlines (the lanes' sleeps)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, concurrent.futures.Future[None]]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def after(self, seconds: float) -> concurrent.futures.Future[None]:
+        """A future resolved `seconds` from now."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._changed:
+            heapq.heappush(self._due, (time.monotonic() + seconds, next(self._order), future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agentexec-lane-timers",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+            self._changed.notify()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._changed.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, future = heapq.heappop(self._due)
+            future.set_result(None)
+
+
+_timers = _Timers()
 
 
 def acquire(lock: threading.Lock, poll: float = 0.05) -> None:
@@ -131,18 +166,25 @@ class AgentLanePool(BasePool):
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._order = itertools.count()
+        self._stopping = False
+        if LocalStack is not _LocalStack:  # USE_FAST_LOCALS: one request per thread
+            raise RuntimeError("the lanes pool needs Celery's greenlet-aware LocalStack; "
+                               "unset USE_FAST_LOCALS or use AGENTEXEC_POOL=threads")  # fmt: skip
 
     def on_start(self) -> None:
         for lane in self._lanes:
             lane.thread.start()
 
     def on_stop(self) -> None:
-        """Wait for the deliveries in flight (a warm shutdown), then stop the lanes."""
+        """Wait for the deliveries in flight (a warm shutdown), then stop the lanes.
+        Deliveries still waiting for their lane are not started."""
+        self._stopping = True
         with self._lock:
             self._idle.wait_for(lambda: not self._in_flight)
         self._stop_lanes()
 
     def on_terminate(self) -> None:
+        self._stopping = True
         self._stop_lanes()
 
     def _stop_lanes(self) -> None:
@@ -173,6 +215,10 @@ class AgentLanePool(BasePool):
 
         def deliver() -> None:
             try:  # the delivery's outcome goes to `callback`
+                if self._stopping:
+                    # Not started: its message stays unacknowledged, and goes back on its
+                    # queue when the worker's connection closes (or its visibility lapses).
+                    return
                 apply_target(target, args, kwargs, callback, accept_callback)
             except BaseException as exc:  # the lane lives on; Celery logged it
                 result.f.set_exception(exc)

@@ -37,6 +37,8 @@ class EventLoopThread:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
+        #: Keys whose coroutine has not ended (a delivery's tail may still be recording it).
+        self._pending: set[str] = set()
         #: Seconds the loop may be blocked before the watchdog warns; 0 for no watchdog, None
         #: for `AGENTEXEC_LOOP_BLOCK_WARNING`.
         self.block_warning = block_warning
@@ -73,14 +75,21 @@ class EventLoopThread:
             future = asyncio.run_coroutine_threadsafe(_labelled(coro, label or key), loop)
             if key is not None:
                 self._running[key] = future
+                self._pending.add(key)
+        if key is not None:
+            future.add_done_callback(lambda _: self._ended(key))
         try:
             return lanes.wait(future)
         finally:
             if key is not None:
                 with self._lock:
                     self._running.pop(key, None)
-                    if not self._running:
-                        self._idle.notify_all()
+
+    def _ended(self, key: str) -> None:
+        with self._lock:
+            self._pending.discard(key)
+            if not self._pending:
+                self._idle.notify_all()
 
     def running_keys(self) -> list[str]:
         """The keys of the coroutines running now."""
@@ -88,9 +97,10 @@ class EventLoopThread:
             return list(self._running)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no keyed coroutine runs; False when `timeout` passed first."""
+        """Wait until every keyed coroutine has ended (their deliveries may still be recording
+        the end: the pool waits for those); False when `timeout` passed first."""
         with self._lock:
-            return self._idle.wait_for(lambda: not self._running, timeout)
+            return self._idle.wait_for(lambda: not self._pending, timeout)
 
     def cancel(self, key: str) -> bool:
         """Cancel the coroutine running under `key`. False when nothing runs under it."""
@@ -128,6 +138,7 @@ class EventLoopThread:
             loop.run_forever()
 
         self._running = {}
+        self._pending = set()
         self._thread = threading.Thread(target=serve, name="agentexec-event-loop", daemon=True)
         self._thread.start()
         ready.wait()

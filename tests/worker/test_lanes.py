@@ -121,3 +121,17 @@ async def test_two_thousand_agents_in_flight_on_one_process_on_a_few_threads(
     # which had a few dozen threads, not one per agent.
     assert max(r["threads"] for r in results) < 100
     await ax.close_redis()
+
+
+def test_a_stopping_pool_starts_no_delivery_still_waiting_for_its_lane(monkeypatch: Any) -> None:
+    pool = _pool(10, monkeypatch, lane_count=1)
+    busy, ran = threading.Event(), []
+    pool.apply_async(busy.wait)  # holds the only lane, without yielding it
+    pool.apply_async(lambda: ran.append("started"))  # waits for the lane
+    stopping = threading.Thread(target=pool.stop)
+    stopping.start()
+    wait_for(lambda: pool._stopping, 5, "the pool is stopping")
+    busy.set()
+    stopping.join(5)
+    # Not started: its message stays unacknowledged for the broker to deliver again.
+    assert not stopping.is_alive() and ran == []
