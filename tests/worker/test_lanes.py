@@ -96,7 +96,14 @@ def test_warm_stop_waits_for_the_deliveries_in_flight(monkeypatch: Any) -> None:
     pool = _pool(10, monkeypatch, lane_count=2)
     gate = concurrent.futures.Future[str]()
     done: list[str] = []
-    pool.apply_async(lambda: lanes.wait(gate), callback=done.append)
+    started = threading.Event()
+
+    def delivery() -> str:
+        started.set()
+        return lanes.wait(gate)
+
+    pool.apply_async(delivery, callback=done.append)
+    started.wait(5)  # (a delivery not started when the pool stops is not started at all)
     stopping = threading.Thread(target=pool.stop)
     stopping.start()
     stopping.join(0.5)
