@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import itertools
 import json
 import logging
 import time
@@ -260,7 +259,8 @@ class _Writer:
     ) -> tuple[list[Any], list[tuple[int, int]]]:
         """Run `batch` as one transaction; a timeout or a lost connection (Redis busy or
         restarting) is retried for about 10 s: every command here can run twice."""
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             try:
                 async with self.client.pipeline(transaction=True) as pipe:
                     spans = []
@@ -276,7 +276,7 @@ class _Writer:
                 logger.warning("checkpoint write of %d run(s) retried in %.1fs: %s",
                                len(batch), delay, exc)  # fmt: skip
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+                attempt += 1
 
 
 #: Retries of a checkpoint transaction after a timeout or a lost connection (about 10 s).

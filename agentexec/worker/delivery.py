@@ -78,13 +78,14 @@ def admit(
                 return None
         if count >= settings.max_deliveries > 1:
             global _holder
-            if not _last_chance.acquire(blocking=False):
+            waited = not _last_chance.acquire(blocking=False)
+            if waited:
                 # Another run takes its last chance here: wait for it, uncounted.
                 _incr(key, settings.result_expires, -1)
                 lanes.acquire(_last_chance)
-                _holder = (agent_id, getcurrent())  # before anything that can raise
+            _holder = (agent_id, getcurrent())  # before anything that can raise
+            if waited:
                 count = _incr(key, settings.result_expires, 1)
-            _holder = (agent_id, getcurrent())
     except redis.RedisError as exc:
         logger.warning("delivery of %s not counted: %s", agent_id, exc)
         return 0
