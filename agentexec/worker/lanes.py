@@ -26,6 +26,8 @@ on any other thread).
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
+import ctypes.util
 import heapq
 import itertools
 import logging
@@ -129,6 +131,20 @@ class _Timers:
 _timers = _Timers()
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None on another C library."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(
+            ctypes.util.find_library("c") or "libc.so.6"
+        ).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 def acquire(lock: threading.Lock, poll: float = 0.05) -> None:
     """Acquire `lock`, yielding the lane while another holds it: its holder may be a
     delivery of the same lane."""
@@ -167,6 +183,7 @@ class AgentLanePool(BasePool):
         self._in_flight = 0
         self._order = itertools.count()
         self._stopping = False
+        self._trim_due = False
         if LocalStack is not _LocalStack:  # USE_FAST_LOCALS: one request per thread
             raise RuntimeError("the lanes pool needs Celery's greenlet-aware LocalStack; "
                                "unset USE_FAST_LOCALS or use AGENTEXEC_POOL=threads")  # fmt: skip
@@ -231,9 +248,30 @@ class AgentLanePool(BasePool):
                     self._in_flight -= 1
                     if not self._in_flight:
                         self._idle.notify_all()
+                        self._trim_when_idle()
 
         lane.inbox.put(deliver)
         return result
+
+    def _trim_when_idle(self) -> None:
+        """Hand the allocator's free memory back to the system once the pool has been idle
+        for a second (called under `_lock` when the last delivery ends).
+
+        A burst of deliveries leaves each lane's malloc arena holding the burst's peak; after
+        10,000 runs went WAITING the worker kept 20 MB more than before them, with no more
+        live objects. `malloc_trim` releases the free pages of every arena (glibc only)."""
+        if _malloc_trim is None or self._trim_due:
+            return
+        self._trim_due = True
+
+        def trim(_: object) -> None:
+            with self._lock:
+                self._trim_due = False
+                if self._in_flight:
+                    return  # the next idle moment trims
+            _malloc_trim(0)
+
+        _timers.after(1.0).add_done_callback(trim)
 
     def terminate_job(self, pid: int, signal: int | None = None) -> None:
         """Accept the terminate; see the module docstring."""

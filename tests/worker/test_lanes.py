@@ -142,3 +142,22 @@ def test_a_stopping_pool_starts_no_delivery_still_waiting_for_its_lane(monkeypat
     stopping.join(5)
     # Not started: its message stays unacknowledged for the broker to deliver again.
     assert not stopping.is_alive() and ran == []
+
+
+def test_an_idle_pool_hands_free_memory_back_once(monkeypatch: Any) -> None:
+    assert lanes._malloc_trim is not None  # glibc, as on every Linux we ship for
+    pool = _pool(10, monkeypatch, lane_count=2)
+    trims: list[int] = []
+    monkeypatch.setattr(lanes, "_malloc_trim", trims.append)
+    gate = concurrent.futures.Future[None]()
+    for _ in range(5):
+        pool.apply_async(lanes.wait, (gate,))
+    pool.apply_async(lambda: None)  # ends at once, while the others still wait
+    wait_for(lambda: pool.info["in-flight"] == 5, 5, "one delivery ended")
+    lanes.sleep(1.5)
+    assert trims == []  # never while deliveries are in flight
+    gate.set_result(None)
+    wait_for(lambda: trims == [0], 5, "a trim a second after the pool went idle")
+    lanes.sleep(1.5)
+    assert trims == [0]  # once per idle moment
+    pool.stop()
