@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -106,7 +107,12 @@ def _census() -> dict[str, Any]:
     gc.collect()
     objects = gc.get_objects()
     types = Counter(type(o).__qualname__ for o in objects)
-    found: dict[str, Any] = {"objects": len(objects), "types": dict(types.most_common(60))}
+    found: dict[str, Any] = {
+        "objects": len(objects),
+        "types": dict(types.most_common(60)),
+        "blocks": sys.getallocatedblocks(),
+        "memory": _allocator_memory(),
+    }
     if tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot()
         if _first_snapshot is None:
@@ -115,6 +121,45 @@ def _census() -> dict[str, Any]:
             grown = snapshot.compare_to(_first_snapshot, "lineno")[:25]
             found["grown"] = [f"{g.size_diff / 1024:.0f} KiB {g.count_diff:+} {g.traceback}"
                               for g in grown]  # fmt: skip
+    return found
+
+
+def _allocator_memory() -> dict[str, int]:
+    """Bytes the two allocators hold: Python's object allocator (its arenas, and what their
+    live blocks use) and glibc's malloc (in use, free but kept, mmapped)."""
+    import ctypes
+    import re
+
+    found: dict[str, int] = {}
+    with tempfile.TemporaryFile() as out:  # `_debugmallocstats` writes to the C stderr
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    for name, pattern in (
+        ("pymalloc_arenas", r"(\d[\d,]*) arenas \* \d+ bytes/arena"),
+        ("pymalloc_in_blocks", r"# bytes in allocated blocks\s*=\s*([\d,]+)"),
+    ):
+        if match := re.search(pattern, text):
+            found[name] = int(match.group(1).replace(",", ""))
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return found
+    found.update(malloc_in_use=info.uordblks, malloc_free=info.fordblks, malloc_mmapped=info.hblkhd)
     return found
 
 
@@ -305,6 +350,11 @@ def _waiting(worker_pid: int, n: int, warmup: int) -> dict[str, Any]:
         "rss_all_waiting_mb": round(waiting_rss / 2**20, 1),
         "rss_delta_mb": round((waiting_rss - before) / 2**20, 1),
         "python_objects_delta": census_waiting["objects"] - census_before["objects"],
+        "allocated_blocks_delta": census_waiting["blocks"] - census_before["blocks"],
+        "allocator_mb_delta": {
+            name: round((census_waiting["memory"][name] - value) / 2**20, 1)
+            for name, value in census_before["memory"].items()
+        },
         "allocations_grown": census_waiting.get("grown"),
         "types_grown": grown,
         "approval_to_running_p50_ms": round(percentile(latencies, 50) * 1000, 1),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
+from typing import Any
 
 import redis
 from celery import Celery
@@ -64,6 +66,8 @@ class Supervisor:
                 self.beat()
             except redis.RedisError as exc:
                 logger.debug("heartbeat failed: %s", exc)
+            except Exception:  # the next beat tries again; a dead thread would beat no more
+                logger.exception("heartbeat failed")
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + settings.reaper_interval
                 try:
@@ -78,7 +82,10 @@ class Supervisor:
         """Mark this worker alive, list what it holds, and keep its messages invisible."""
         settings = get_settings()
         now = time.time()
-        held = [*worker_state.active_requests, *worker_state.reserved_requests]
+        held = [
+            *_snapshot(worker_state.active_requests),
+            *_snapshot(worker_state.reserved_requests),
+        ]
         ids = {str(request.id) for request in held}
         tags = {
             tag: now
@@ -98,3 +105,12 @@ class Supervisor:
                 pipe.zadd(keys.unacked_index, tags, xx=True)
             pipe.execute()
         concurrency.renew(events_client(), dict(concurrency.held))
+
+
+def _snapshot(requests: Any) -> list[Any]:
+    """The live members of one of Celery's request sets, which the pool's threads change
+    meanwhile. Iterating the `WeakSet` itself runs Python code that can let another thread
+    change it mid-way ("Set changed size during iteration"); copying its inner set of
+    references is one C call, under the GIL throughout."""
+    refs: set[weakref.ref[Any]] = requests.data
+    return [request for ref in list(refs) if (request := ref()) is not None]
