@@ -141,7 +141,11 @@ def test_a_waiting_run_is_approved_from_the_dashboard(
         page.wait_for_function(
             "() => document.getElementById('detail-usage').textContent.startsWith('2 model calls')"
         )
-        # The note is shown as text: no element was made of it.
+        # The note is shown as text: no element was made of it. (The verdict can appear from
+        # a refresh that read the decision before its note; a later refresh shows the note.)
+        page.wait_for_function(
+            "() => document.querySelector('#approvals .verdict').textContent.includes('ahead')"
+        )
         assert page.text_content("#approvals .verdict") == "Approved: <b>go</b> ahead"
         assert page.query_selector("#approvals .verdict b") is None
     result = served.http.get(f"/agents/{agent_id}/result", params={"timeout": 30}).json()
