@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import ctypes.util
 import heapq
 import itertools
 import logging
@@ -134,9 +133,7 @@ _timers = _Timers()
 def _load_malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, or None on another C library."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(
-            ctypes.util.find_library("c") or "libc.so.6"
-        ).malloc_trim
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
     return trim
@@ -257,9 +254,8 @@ class AgentLanePool(BasePool):
         """Hand the allocator's free memory back to the system once the pool has been idle
         for a second (called under `_lock` when the last delivery ends).
 
-        A burst of deliveries leaves each lane's malloc arena holding the burst's peak; after
-        10,000 runs went WAITING the worker kept 20 MB more than before them, with no more
-        live objects. `malloc_trim` releases the free pages of every arena (glibc only)."""
+        A burst of deliveries leaves each lane's malloc arena holding free pages up to the
+        burst's peak; `malloc_trim` releases the free pages of every arena (glibc only)."""
         if _malloc_trim is None or self._trim_due:
             return
         self._trim_due = True

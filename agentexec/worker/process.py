@@ -56,8 +56,8 @@ class AgentWorker:
     def boot(self) -> None:
         """Before consuming: learn revoked runs, and open (or create) the activity tables."""
         revoked.load(self.app)
-        if get_settings().switch_interval:
-            sys.setswitchinterval(get_settings().switch_interval)
+        if interval := get_settings().switch_interval:
+            sys.setswitchinterval(interval)
         telemetry.configure("agentexec-worker")  # spans, when OTEL_* variables ask for them
         logging.getLogger("celery.app.trace").addFilter(QuietRequeue())
         runtime = get_runtime()
