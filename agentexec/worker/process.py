@@ -7,6 +7,7 @@ pool's child inherits it and gets a loop of its own (`os.register_at_fork`).
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
@@ -56,8 +57,11 @@ class AgentWorker:
     def boot(self) -> None:
         """Before consuming: learn revoked runs, and open (or create) the activity tables."""
         revoked.load(self.app)
-        if interval := get_settings().switch_interval:
-            sys.setswitchinterval(interval)
+        settings = get_settings()
+        if settings.switch_interval:
+            sys.setswitchinterval(settings.switch_interval)
+        if settings.gc_threshold:
+            gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
         telemetry.configure("agentexec-worker")  # spans, when OTEL_* variables ask for them
         logging.getLogger("celery.app.trace").addFilter(QuietRequeue())
         runtime = get_runtime()

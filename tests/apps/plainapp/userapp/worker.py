@@ -43,6 +43,7 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
         "ended": time.time(),
         "pid": os.getpid(),
         "gc_frozen": gc.get_freeze_count(),
+        "gc_threshold": gc.get_threshold(),
     }
 
 
