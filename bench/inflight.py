@@ -16,12 +16,18 @@ the worker's peak RSS and its RSS per agent in flight (peak minus the RSS of the
 worker, over N), and the worker's CPU per agent.
 
     uv run python -m bench.inflight [--sizes 1000,3000,10000] [--runs 3] [--latency 5]
+        [--floor-gc-threshold 50000]
+
+The worker collects young garbage every `AGENTEXEC_GC_THRESHOLD` (50,000) allocations; the
+floor keeps Python's 700 unless `--floor-gc-threshold` gives it the same, to show how much of
+T/F that setting is.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -96,9 +102,13 @@ if ROLE == "worker":
     _register_tasks()
 
 
-async def _floor(n: int) -> dict[str, Any]:
-    """F: `n` plain SDK agents at once in this process."""
+async def _floor(n: int, gc_threshold: int) -> dict[str, Any]:
+    """F: `n` plain SDK agents at once in this process (Python's garbage collector thresholds
+    unless `gc_threshold` sets the young generation's, as the worker does)."""
     from agents import Runner, set_tracing_disabled
+
+    if gc_threshold:
+        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
 
     from bench.common import noop_report_status_tool
 
@@ -116,8 +126,9 @@ async def _floor(n: int) -> dict[str, Any]:
     return {"wall_s": round(wall, 2), "rss_mb": round(rss_bytes([os.getpid()]) / 2**20, 1)}
 
 
-def _measure_floor(n: int, env: dict[str, str]) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "bench.inflight", "--floor", str(n)]
+def _measure_floor(n: int, env: dict[str, str], gc_threshold: int = 0) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.inflight", "--floor", str(n),
+            "--floor-gc-threshold", str(gc_threshold)]  # fmt: skip
     busy = machine_busy_seconds()
     done = subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
                           timeout=3600, check=True)  # fmt: skip
@@ -198,10 +209,13 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=5.0, help="seconds per model call")
     parser.add_argument("--profile", metavar="DIR",
                         help="py-spy the worker during each burst (raw stacks in DIR)")  # fmt: skip
+    parser.add_argument("--floor-gc-threshold", type=int, default=0, metavar="N",
+                        help="the floor's young-generation GC threshold too (the worker's "
+                             "AGENTEXEC_GC_THRESHOLD); 0, the default, keeps Python's")  # fmt: skip
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)  # the floor's process
     args = parser.parse_args()
     if args.floor:
-        print(json.dumps(asyncio.run(_floor(args.floor))))
+        print(json.dumps(asyncio.run(_floor(args.floor, args.floor_gc_threshold))))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     with scripted_model_server(args.latency) as openai_url:
@@ -223,7 +237,7 @@ def main() -> None:
         found: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
         for run in range(args.runs):
             for n in sizes:
-                floor = _measure_floor(n, env)
+                floor = _measure_floor(n, env, args.floor_gc_threshold)
                 ours = _measure_agentexec(n, env, args.profile)
                 row = {"n": n, "run": run + 1, "floor_s": floor["wall_s"],
                        "floor_rss_mb": floor["rss_mb"],
