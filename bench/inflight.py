@@ -107,11 +107,10 @@ async def _floor(n: int, gc_threshold: int) -> dict[str, Any]:
     unless `gc_threshold` sets the young generation's, as the worker does)."""
     from agents import Runner, set_tracing_disabled
 
-    if gc_threshold:
-        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
-
     from bench.common import noop_report_status_tool
 
+    if gc_threshold:
+        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
     set_tracing_disabled(True)
     tool = noop_report_status_tool()
     await Runner.run(_agent(tool), input="short warm-up", max_turns=5)

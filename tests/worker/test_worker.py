@@ -128,7 +128,7 @@ async def test_fifty_agents_are_in_flight_at_once_on_one_process(
 
 
 @pytest.mark.parametrize("tuned", [True, False])
-async def test_a_ready_worker_freezes_its_imports_out_of_the_garbage_collector(
+async def test_a_ready_worker_freezes_its_imports_and_collects_young_garbage_less_often(
     agentexec_worker: StartWorker, sqlite_only: None, tuned: bool
 ) -> None:
     env = {**APP_ENV, "AGENTEXEC_GC_FREEZE": str(tuned).lower()}
