@@ -184,6 +184,17 @@ class Settings(BaseSettings):
     them again and again: 3,000 agents spent 33 of the worker's 139 CPU seconds in it, and 8 at
     50,000. The older generations keep Python's thresholds."""
 
+    model_connections: int = Field(default=1000, ge=0)
+    """Connections a worker's model client keeps open to the model API: the HTTP client the
+    OpenAI Agents SDK shares between its default models, unless the app made one itself. The
+    SDK's own opens up to 1,000 but keeps only 100 open, so past 100 calls at once nearly every
+    model call opens a new connection. 0 leaves the SDK's client as it is."""
+
+    model_connect_timeout: float = Field(default=20.0, gt=0)
+    """Seconds that client allows a connection to open (the SDK's allows 5). Thousands of
+    agents on one event loop can keep the loop from noticing a finished connect for longer
+    than 5 s, and every such connect then failed and was retried, which slowed the loop more."""
+
     checkpoint_max_bytes: int = Field(default=8_388_608, ge=65_536)
     """Largest checkpoint of a run (its conversation so far, as JSON). A run whose checkpoint
     would be larger ends ERROR with `CheckpointTooLargeError`."""

@@ -16,11 +16,13 @@ the worker's peak RSS and its RSS per agent in flight (peak minus the RSS of the
 worker, over N), and the worker's CPU per agent.
 
     uv run python -m bench.inflight [--sizes 1000,3000,10000] [--runs 3] [--latency 5]
-        [--floor-gc-threshold 50000]
+        [--floor-gc-threshold 50000] [--floor-model-connections 1000]
 
-The worker collects young garbage every `AGENTEXEC_GC_THRESHOLD` (50,000) allocations; the
-floor keeps Python's 700 unless `--floor-gc-threshold` gives it the same, to show how much of
-T/F that setting is.
+The worker collects young garbage every `AGENTEXEC_GC_THRESHOLD` (50,000) allocations, and
+gives the SDK's shared model client a pool that keeps `AGENTEXEC_MODEL_CONNECTIONS` (1,000)
+connections open, with 20 s to connect. The floor keeps Python's GC threshold and the SDK's
+client (100 connections kept open, 5 s to connect) unless `--floor-gc-threshold` and
+`--floor-model-connections` give it the same, to show how much of T/F those settings are.
 """
 
 from __future__ import annotations
@@ -102,15 +104,19 @@ if ROLE == "worker":
     _register_tasks()
 
 
-async def _floor(n: int, gc_threshold: int) -> dict[str, Any]:
+async def _floor(n: int, gc_threshold: int, model_connections: int) -> dict[str, Any]:
     """F: `n` plain SDK agents at once in this process (Python's garbage collector thresholds
-    unless `gc_threshold` sets the young generation's, as the worker does)."""
+    and the SDK's model client, unless `gc_threshold` and `model_connections` set them as the
+    worker does)."""
     from agents import Runner, set_tracing_disabled
 
+    from agentexec.config import Settings
+    from agentexec.worker.model_client import size_model_pool
     from bench.common import noop_report_status_tool
 
     if gc_threshold:
         gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
+    size_model_pool(Settings(model_connections=model_connections))
     set_tracing_disabled(True)
     tool = noop_report_status_tool()
     await Runner.run(_agent(tool), input="short warm-up", max_turns=5)
@@ -125,9 +131,12 @@ async def _floor(n: int, gc_threshold: int) -> dict[str, Any]:
     return {"wall_s": round(wall, 2), "rss_mb": round(rss_bytes([os.getpid()]) / 2**20, 1)}
 
 
-def _measure_floor(n: int, env: dict[str, str], gc_threshold: int = 0) -> dict[str, Any]:
+def _measure_floor(
+    n: int, env: dict[str, str], gc_threshold: int = 0, model_connections: int = 0
+) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench.inflight", "--floor", str(n),
-            "--floor-gc-threshold", str(gc_threshold)]  # fmt: skip
+            "--floor-gc-threshold", str(gc_threshold),
+            "--floor-model-connections", str(model_connections)]  # fmt: skip
     busy = machine_busy_seconds()
     done = subprocess.run(argv, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
                           timeout=3600, check=True)  # fmt: skip
@@ -211,10 +220,15 @@ def main() -> None:
     parser.add_argument("--floor-gc-threshold", type=int, default=0, metavar="N",
                         help="the floor's young-generation GC threshold too (the worker's "
                              "AGENTEXEC_GC_THRESHOLD); 0, the default, keeps Python's")  # fmt: skip
+    parser.add_argument("--floor-model-connections", type=int, default=0, metavar="N",
+                        help="the floor's model client sized as the worker's "
+                             "(AGENTEXEC_MODEL_CONNECTIONS); 0, the default, keeps the "
+                             "SDK's")  # fmt: skip
     parser.add_argument("--floor", type=int, help=argparse.SUPPRESS)  # the floor's process
     args = parser.parse_args()
     if args.floor:
-        print(json.dumps(asyncio.run(_floor(args.floor, args.floor_gc_threshold))))
+        found = _floor(args.floor, args.floor_gc_threshold, args.floor_model_connections)
+        print(json.dumps(asyncio.run(found)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
     with scripted_model_server(args.latency) as openai_url:
@@ -236,7 +250,9 @@ def main() -> None:
         found: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
         for run in range(args.runs):
             for n in sizes:
-                floor = _measure_floor(n, env, args.floor_gc_threshold)
+                floor = _measure_floor(
+                    n, env, args.floor_gc_threshold, args.floor_model_connections
+                )
                 ours = _measure_agentexec(n, env, args.profile)
                 row = {"n": n, "run": run + 1, "floor_s": floor["wall_s"],
                        "floor_rss_mb": floor["rss_mb"],

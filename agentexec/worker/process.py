@@ -25,6 +25,7 @@ from agentexec.tasks import revoked
 from agentexec.worker.execution import Execution
 from agentexec.worker.heartbeat import Supervisor
 from agentexec.worker.loop import EventLoopThread
+from agentexec.worker.model_client import size_model_pool
 from agentexec.worker.progress import ProgressEvents
 from agentexec.worker.shutdown import QuietRequeue, ShutdownTimer
 
@@ -55,13 +56,16 @@ class AgentWorker:
         os.register_at_fork(after_in_child=functools.partial(_after_fork, weakref.ref(self)))
 
     def boot(self) -> None:
-        """Before consuming: learn revoked runs, and open (or create) the activity tables."""
+        """Before consuming: learn revoked runs, tune the process for thousands of agents (its
+        GIL handoffs, garbage collector and model connections), and open (or create) the
+        activity tables."""
         revoked.load(self.app)
         settings = get_settings()
         if settings.switch_interval:
             sys.setswitchinterval(settings.switch_interval)
         if settings.gc_threshold:
             gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
+        size_model_pool(settings)
         telemetry.configure("agentexec-worker")  # spans, when OTEL_* variables ask for them
         logging.getLogger("celery.app.trace").addFilter(QuietRequeue())
         runtime = get_runtime()

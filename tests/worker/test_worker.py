@@ -128,12 +128,12 @@ async def test_fifty_agents_are_in_flight_at_once_on_one_process(
 
 
 @pytest.mark.parametrize("tuned", [True, False])
-async def test_a_ready_worker_freezes_its_imports_and_collects_young_garbage_less_often(
+async def test_a_worker_tunes_its_garbage_collector_and_model_connections_for_many_agents(
     agentexec_worker: StartWorker, sqlite_only: None, tuned: bool
 ) -> None:
     env = {**APP_ENV, "AGENTEXEC_GC_FREEZE": str(tuned).lower()}
     if not tuned:
-        env["AGENTEXEC_GC_THRESHOLD"] = "0"
+        env.update(AGENTEXEC_GC_THRESHOLD="0", AGENTEXEC_MODEL_CONNECTIONS="0")
     agentexec_worker("-I", "userapp.worker", cwd=APP_DIR, env=env)
     task = await ax.enqueue("sleep_agent", {"label": "gc"})
     found = await ax.get_result(task.agent_id, timeout=60)
@@ -141,6 +141,13 @@ async def test_a_ready_worker_freezes_its_imports_and_collects_young_garbage_les
     assert found["gc_frozen"] > 50_000 if tuned else found["gc_frozen"] == 0
     # The young generation is collected every 50,000 allocations, or at Python's 700.
     assert found["gc_threshold"] == ([50_000, 10, 10] if tuned else [700, 10, 10])
+    # The SDK's shared model client keeps every connection it opens and allows 20 s to
+    # connect; with `0` it is the SDK's own (1,000 connections, 100 kept, 5 s).
+    assert found["model_pool"] == (
+        {"connections": 1000, "keepalive": 1000, "connect_timeout": 20.0}
+        if tuned
+        else {"connections": 1000, "keepalive": 100, "connect_timeout": 5.0}
+    )
     await ax.close_redis()
 
 

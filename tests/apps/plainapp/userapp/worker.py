@@ -44,6 +44,20 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
         "pid": os.getpid(),
         "gc_frozen": gc.get_freeze_count(),
         "gc_threshold": gc.get_threshold(),
+        "model_pool": _model_pool(),
+    }
+
+
+def _model_pool() -> dict[str, object]:
+    """The HTTP pool of the SDK's shared model client, as the worker left it."""
+    from agents.models.openai_provider import shared_http_client
+
+    client = shared_http_client()
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    return {
+        "connections": pool._max_connections,
+        "keepalive": pool._max_keepalive_connections,
+        "connect_timeout": client.timeout.connect,
     }
 
 
