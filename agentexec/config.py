@@ -188,7 +188,9 @@ class Settings(BaseSettings):
     """Connections a worker's model client keeps open to the model API: the HTTP client the
     OpenAI Agents SDK shares between its default models, unless the app made one itself. The
     SDK's own opens up to 1,000 but keeps only 100 open, so past 100 calls at once nearly every
-    model call opens a new connection. 0 leaves the SDK's client as it is."""
+    model call opens a new connection; and its one pool walks all its calls and connections on
+    each call. The worker's keeps them all, in pools of at most 100 that take calls in turn.
+    0 leaves the SDK's client as it is."""
 
     model_connect_timeout: float = Field(default=20.0, gt=0)
     """Seconds that client allows a connection to open (the SDK's allows 5). Thousands of

@@ -141,12 +141,12 @@ async def test_a_worker_tunes_its_garbage_collector_and_model_connections_for_ma
     assert found["gc_frozen"] > 50_000 if tuned else found["gc_frozen"] == 0
     # The young generation is collected every 50,000 allocations, or at Python's 700.
     assert found["gc_threshold"] == ([50_000, 10, 10] if tuned else [700, 10, 10])
-    # The SDK's shared model client keeps every connection it opens and allows 20 s to
-    # connect; with `0` it is the SDK's own (1,000 connections, 100 kept, 5 s).
+    # The SDK's shared model client keeps every connection it opens, in 10 pools of 100, and
+    # allows 20 s to connect; with `0` it is the SDK's own (1,000 connections, 100 kept, 5 s).
     assert found["model_pool"] == (
-        {"connections": 1000, "keepalive": 1000, "connect_timeout": 20.0}
+        {"pools": 10, "connections": 1000, "keepalive": 1000, "connect_timeout": 20.0}
         if tuned
-        else {"connections": 1000, "keepalive": 100, "connect_timeout": 5.0}
+        else {"pools": 1, "connections": 1000, "keepalive": 100, "connect_timeout": 5.0}
     )
     await ax.close_redis()
 

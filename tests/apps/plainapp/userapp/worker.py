@@ -49,14 +49,16 @@ async def sleep_agent(agent_id: UUID, context: SleepContext) -> dict[str, object
 
 
 def _model_pool() -> dict[str, object]:
-    """The HTTP pool of the SDK's shared model client, as the worker left it."""
+    """The HTTP pools of the SDK's shared model client, as the worker left them."""
     from agents.models.openai_provider import shared_http_client
 
     client = shared_http_client()
-    pool = client._transport._pool  # type: ignore[attr-defined]
+    transport = client._transport  # type: ignore[attr-defined]
+    pools = [t._pool for t in getattr(transport, "transports", [transport])]
     return {
-        "connections": pool._max_connections,
-        "keepalive": pool._max_keepalive_connections,
+        "pools": len(pools),
+        "connections": sum(pool._max_connections for pool in pools),
+        "keepalive": sum(pool._max_keepalive_connections for pool in pools),
         "connect_timeout": client.timeout.connect,
     }
 
