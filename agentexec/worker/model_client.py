@@ -3,7 +3,7 @@
 Unless the app gives it a client of its own, the OpenAI Agents SDK sends every model call
 through one shared `openai` HTTP client: at most 1,000 connections, of which it keeps 100
 open when idle, and 5 seconds to connect. That fits a process with a few agents. A worker
-holds thousands, on one event loop, and two things go wrong there:
+holds thousands, on one event loop, and three things go wrong there:
 
 - Past 100 calls at once, every call that ends closes its connection, and the next call
   opens a new one: a TCP connect (and TLS, against the real API) per model call.
@@ -12,7 +12,6 @@ holds thousands, on one event loop, and two things go wrong there:
   connect "times out", the client retries, the retries add work, and the loop falls further
   behind. At 10,000 agents on one process we saw runs with 8,864 retries and 490 model calls
   failed for good.
-
 - Every request the pool takes or gives back makes it walk all its requests and connections
   (httpcore's `_assign_requests_to_connections`). With 1,500 calls on 1,000 connections that
   walk took a fifth of a 3,000-agent worker's CPU.
